@@ -1,0 +1,34 @@
+# The two commands a new user needs: `make demo` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# The CPU build of torch (a multi-GB CUDA build is never needed on these machines).
+# On a GPU box: make setup TORCH_SPEC='torch>=2.5,<2.14' EXTRAS=dev,gpu
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS     ?= dev,bench,evolve,ray
+FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
+PYTEST_ARGS ?=
+
+.PHONY: setup test demo lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(FIND_LINKS) "$(TORCH_SPEC)"
+	$(BIN)/pip install -q $(FIND_LINKS) -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+setup: $(STAMP)  ## idempotent: re-installs only when pyproject.toml changed
+
+test: setup  ## the whole test suite (Docker tests skip, with the reason, when no engine runs)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+demo: setup  ## the whole pipeline offline on CPU: prep, warm start, VPO + GRPO, evaluation, comparison
+	$(BIN)/vpo demo
+
+lint: setup
+	$(BIN)/ruff check components flows tests bench
+
+clean:
+	rm -rf $(VENV) runs mlruns .pytest_cache
