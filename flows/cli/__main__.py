@@ -1,0 +1,5 @@
+"""``python -m flows.cli`` == ``vpo``."""
+
+from flows.cli import app
+
+app()
