@@ -1,0 +1,710 @@
+"""In-sandbox fork server: runs untrusted programs, one fresh process per program.
+
+This file is self-contained (standard library only) because it runs inside the
+sandbox image with nothing else installed. The host imports only its wire codec
+(:func:`from_wire`); it starts the server as ``python3 -I -S runner.py``:
+
+* DockerSandbox: as PID 1 of a long-lived worker container;
+* ProcessSandbox: as a subprocess on the host (own session, scrubbed env).
+
+Protocol (one JSON object per line): the server prints ``{"ready": ...}`` once,
+then answers each request line on stdin with one response line on stdout.
+End of stdin means "stop now", also in the middle of a program.
+
+request (a batch of programs, run one after another)::
+
+    {"id": int, "programs": [
+        {"program": str, "entry_point": str|null, "time_limit_s": float,
+         "memory_mb": int, "output_limit": int,
+         "tests": [{"mode": "stdin", "input": str}
+                 | {"mode": "call", "fn_name": str, "class_name": str|null, "args": [wire values]}
+                 | {"mode": "eval", "setup": str, "expr": str}
+                 | {"mode": "exec", "setup": str, "stmt": str}]}, ...]}
+
+response::
+
+    {"id": int, "programs": [{"results": [
+        {"status": "ok"|"wrong"|"error"|"timeout"|"memory"|"output_limit"|"compile_error",
+         "value": wire value (call/eval, when ok), "stdout": str, "stderr": str,
+         "duration_s": float}, ...]}, ...]}
+
+Expected outputs are never part of a request: the host compares. Values cross
+the pipe as tagged JSON of plain built-in types only (see :func:`to_wire`), so
+an object with a custom ``__eq__`` cannot even be sent.
+
+Tests of kind call/eval/exec run one after another in one child process (the
+program is loaded once); stdin tests get one child each. A timeout, crash or
+early exit ends the child; the next test then starts in a fresh child, so every
+test gets its own verdict.
+"""
+
+from __future__ import annotations
+
+import array
+import builtins
+import fcntl
+import io
+import json
+import math
+import os
+import resource
+import select
+import shutil
+import signal
+import sys
+import termios
+import time
+import traceback
+
+# Modules most programs import, loaded once in the server so each fork is cheap.
+PRELOAD = (
+    "collections", "itertools", "functools", "heapq", "bisect", "re", "string",
+    "typing", "random", "fractions", "decimal", "statistics", "hashlib", "copy",
+    "operator", "datetime", "array",
+)
+EXCERPT_BYTES = 2000
+HOST_CHECK_S = 0.2
+"""How often a handler checks, while a program runs, whether the host went away."""
+EXIT_INPUT_CLOSED = 3
+"""Handler exit code: stdin is at its end (the host closed it or died)."""
+MAX_DEPTH = 100
+
+
+# ---------------------------------------------------------------- wire values
+
+
+class NotPlainValue(TypeError):
+    """A value that is not made of plain built-in types (it cannot be judged)."""
+
+
+def to_wire(value, depth=0):
+    """Encode a plain value as JSON-able data, tagging tuples/sets/dicts/bytes.
+
+    Exact type checks: subclasses (e.g. an ``int`` with a custom ``__eq__``) are
+    rejected, so what the host compares is what the program really returned.
+    """
+    if depth > MAX_DEPTH:
+        raise NotPlainValue("value nested too deeply")
+    kind = type(value)
+    if value is None or kind is bool or kind is int or kind is str or kind is float:
+        return value
+    if kind is list:
+        return [to_wire(v, depth + 1) for v in value]
+    if kind is tuple:
+        return {"__tuple__": [to_wire(v, depth + 1) for v in value]}
+    if kind is set or kind is frozenset:
+        return {"__set__": [to_wire(v, depth + 1) for v in value]}
+    if kind is dict:
+        return {"__dict__": [[to_wire(k, depth + 1), to_wire(v, depth + 1)] for k, v in value.items()]}
+    if kind is bytes:
+        return {"__bytes__": value.hex()}
+    if kind is complex:
+        return {"__complex__": [value.real, value.imag]}
+    raise NotPlainValue(f"returned a {kind.__name__}, not a plain built-in value")
+
+
+def from_wire(data, depth=0):
+    """Decode :func:`to_wire` output (used for call arguments inside the child)."""
+    if depth > MAX_DEPTH:
+        raise ValueError("value nested too deeply")
+    if isinstance(data, list):
+        return [from_wire(v, depth + 1) for v in data]
+    if isinstance(data, dict):
+        if len(data) != 1:
+            raise ValueError("malformed wire value")
+        (tag, body), = data.items()
+        if tag == "__tuple__":
+            return tuple(from_wire(v, depth + 1) for v in body)
+        if tag == "__set__":
+            return {from_wire(v, depth + 1) for v in body}
+        if tag == "__dict__":
+            return {from_wire(k, depth + 1): from_wire(v, depth + 1) for k, v in body}
+        if tag == "__bytes__":
+            return bytes.fromhex(body)
+        if tag == "__complex__":
+            return complex(body[0], body[1])
+        raise ValueError(f"unknown wire tag {tag!r}")
+    return data
+
+
+# ---------------------------------------------------------------- the child
+
+
+def _write_all(fd, data):
+    while data:
+        n = os.write(fd, data)
+        data = data[n:]
+
+
+_STREAMS = []  # the child's own stdout/stderr objects (a candidate may rebind sys.stdout)
+
+
+_HARNESS_PID = [0]  # the child process the harness runs in; forked copies stay silent
+
+
+def _emit(fd, record):
+    if os.getpid() != _HARNESS_PID[0]:
+        os._exit(0)  # a fork of the candidate returned into the harness: it may not report
+    _flush_streams()
+    _write_all(fd, (json.dumps(record) + "\n").encode())
+
+
+def _flush_streams():
+    for stream in _STREAMS:
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+
+
+def _error_text(exc):
+    lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    return "".join(lines)[-EXCERPT_BYTES:]
+
+
+def _error_kind(exc):
+    if isinstance(exc, MemoryError):
+        return "memory"
+    if isinstance(exc, NotPlainValue):
+        return "wrong"  # a value the host cannot compare is a wrong answer, not a crash
+    return "error"
+
+
+def _run_test(test, ns, entry_point):
+    """Run one call/eval/exec test in the candidate's namespace; returns the value."""
+    mode = test["mode"]
+    if mode == "call":
+        target = ns.get(test["fn_name"]) if not test.get("class_name") else None
+        if test.get("class_name"):
+            target = getattr(ns[test["class_name"]](), test["fn_name"])
+        if target is None:
+            raise NameError(f"function {test['fn_name']!r} is not defined")
+        return target(*from_wire(test["args"]))
+    if entry_point:
+        if entry_point not in ns:
+            raise NameError(f"function {entry_point!r} is not defined")
+        ns["candidate"] = ns[entry_point]
+    if test.get("setup"):
+        exec(compile(test["setup"], "<test>", "exec"), ns)
+    if mode == "eval":
+        return eval(compile(test["expr"], "<test>", "eval"), ns)
+    exec(compile(test["stmt"], "<test>", "exec"), ns)
+    return None
+
+
+def child_main(req, first, last, report_fd):
+    """Load the program, then run tests[first:last], reporting on ``report_fd``."""
+    tests = req["tests"]
+    stdin_mode = tests[first]["mode"] == "stdin"
+    ns = {"__name__": "__main__" if stdin_mode else "__candidate__", "__builtins__": builtins}
+    try:
+        code = compile(req["program"], "<candidate>", "exec")
+    except (SyntaxError, ValueError, OverflowError, RecursionError, MemoryError) as exc:
+        _emit(report_fd, {"ev": "compile_error", "error": _error_text(exc)})
+        return
+    try:
+        exec(code, ns)
+    except SystemExit as exc:
+        if not (stdin_mode and exc.code in (None, 0)):
+            _emit(report_fd, {"ev": "load_error", "kind": "error", "error": _error_text(exc)})
+            return
+    except BaseException as exc:
+        _emit(report_fd, {"ev": "load_error", "kind": _error_kind(exc), "error": _error_text(exc)})
+        return
+    if stdin_mode:
+        _emit(report_fd, {"ev": "result", "i": first, "ok": True})
+        return
+    _emit(report_fd, {"ev": "loaded"})
+    for i in range(first, last):
+        try:
+            value = _run_test(tests[i], ns, req.get("entry_point"))
+            record = {"ev": "result", "i": i, "ok": True}
+            if tests[i]["mode"] != "exec":
+                record["value"] = to_wire(value)
+        except BaseException as exc:
+            record = {"ev": "result", "i": i, "ok": False, "kind": _error_kind(exc),
+                      "error": _error_text(exc)}
+        try:
+            _emit(report_fd, record)
+        except (ValueError, OverflowError, RecursionError) as exc:  # unencodable value
+            _emit(report_fd, {"ev": "result", "i": i, "ok": False, "kind": "wrong",
+                              "error": _error_text(exc)})
+
+
+def _set_limits(memory_mb, cpu_s, output_limit, nproc):
+    mb = 1 << 20
+    limits = [(resource.RLIMIT_NPROC, nproc)] if nproc else []
+    limits += [
+        (resource.RLIMIT_AS, memory_mb * mb),
+        (resource.RLIMIT_CPU, cpu_s),
+        (resource.RLIMIT_FSIZE, output_limit),
+        (resource.RLIMIT_NOFILE, 64),
+        (resource.RLIMIT_CORE, 0),
+    ]
+    for which, value in limits:
+        soft, hard = resource.getrlimit(which)
+        if hard != resource.RLIM_INFINITY:
+            value = min(value, hard)
+        resource.setrlimit(which, (value, value))
+
+
+def _enter_child(req, first, last, report_fd, scratch, stdin_path, uid, nproc, n_tests):
+    """In the forked child: isolate, limit, redirect, run. Never returns."""
+    code = 0
+    try:
+        os.setpgid(0, 0)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        in_fd = os.open(stdin_path, os.O_RDONLY)
+        out_fd = os.open(os.path.join(scratch, ".stdout"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        err_fd = os.open(os.path.join(scratch, ".stderr"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        if uid is not None:
+            os.fchown(out_fd, uid, uid)
+            os.fchown(err_fd, uid, uid)
+        for src, dst in ((in_fd, 0), (out_fd, 1), (err_fd, 2)):
+            os.dup2(src, dst)
+        keep = sorted({0, 1, 2, report_fd})
+        max_fd = min(resource.getrlimit(resource.RLIMIT_NOFILE)[0], 1 << 16)
+        for low, high in zip(keep, keep[1:] + [max_fd], strict=True):
+            os.closerange(low + 1, high)
+        os.chdir(scratch)
+        try:
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write("1000")
+        except OSError:
+            pass
+        if uid is not None:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+        limit = req["time_limit_s"]
+        # NPROC counts per uid system-wide, so it is set only in process mode (see --nproc);
+        # containers (all uid 65534) are capped by their pids limit instead.
+        _set_limits(req["memory_mb"], int(math.ceil(limit * (n_tests + 1))) + 1, req["output_limit"], nproc)
+        sys.stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding="utf-8")
+        sys.stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)), encoding="utf-8")
+        sys.stderr = io.TextIOWrapper(io.BufferedWriter(io.FileIO(2, "w", closefd=False)), encoding="utf-8")
+        _STREAMS[:] = [sys.stdout, sys.stderr]
+        _HARNESS_PID[0] = os.getpid()
+        sys.argv = ["main.py"]
+        child_main(req, first, last, report_fd)
+        _flush_streams()
+    except BaseException:
+        code = 70
+    os._exit(code)
+
+
+# ---------------------------------------------------------------- the server
+
+
+def read_frame(fd):
+    """One request frame: ``<byte count>\\n<bytes>``; None at end of input.
+
+    Reads exactly one frame and nothing beyond it: the next (pipelined)
+    requests stay in the pipe, out of this process's memory.
+    """
+    header = b""
+    while not header.endswith(b"\n"):
+        byte = os.read(fd, 1)
+        if not byte:
+            return None
+        header += byte
+        if len(header) > 20:
+            raise ValueError("bad frame header")
+    size = int(header)
+    body = bytearray()
+    while len(body) < size:
+        chunk = os.read(fd, size - len(body))
+        if not chunk:
+            return None
+        body += chunk
+    return bytes(body)
+
+
+def input_closed(fd):
+    """True when ``fd`` (a pipe) is at end of input; consumes nothing."""
+    ready, _, _ = select.select([fd], [], [], 0)
+    if not ready:
+        return False
+    pending = array.array("i", [0])
+    try:
+        fcntl.ioctl(fd, termios.FIONREAD, pending, True)
+    except OSError:
+        return False
+    return pending[0] == 0
+
+
+class Server:
+    """Runs one program per request frame; kills every process and wipes scratch after each.
+
+    Every frame is read alone (pipelined frames wait in the pipe, outside this
+    process), so a program's child inherits only its own request. See
+    :meth:`serve` for ``fresh_handler``.
+
+    End of stdin means "stop now": the host closes it to shut the server down,
+    and it closes by itself when the host process dies (Docker's stdin-once), so
+    a program still running is killed rather than finished.
+    """
+
+    def __init__(self, scratch_root, uid, nproc=0, fresh_handler=False):
+        self.scratch_root = scratch_root
+        self.uid = uid
+        self.nproc = nproc
+        self.fresh_handler = fresh_handler
+
+    # -- process hygiene
+    def sweep(self):
+        """Kill every process a candidate left behind, then reap them all.
+
+        In a container we are PID 1: ``kill(-1)`` reaches everything but us.
+        On the host we are a child subreaper: orphans of candidates become our
+        children, so killing our children until none is left gets them all.
+        """
+        for _ in range(10000):
+            if os.getpid() == 1:
+                try:
+                    os.kill(-1, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            else:
+                for pid in self._children():
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+            self._reap()
+            if not self._children():
+                return
+            time.sleep(0.001)
+
+    def _children(self):
+        me = str(os.getpid())
+        try:
+            with open(f"/proc/self/task/{me}/children") as f:
+                return [int(pid) for pid in f.read().split()]
+        except OSError:
+            pass
+        found = []
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            fields = stat[stat.rfind(")") + 2:].split()
+            if fields[1] == me and fields[0] != "Z":
+                found.append(int(name))
+        return found
+
+    @staticmethod
+    def _reap():
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+
+    # -- one program
+    def run(self, req):
+        """Run one program on all its tests; returns its ``{"results": [...]}`` entry."""
+        tests = req["tests"]
+        results = [None] * len(tests)
+        scratch = os.path.join(self.scratch_root, "run")
+        os.mkdir(scratch, 0o700)
+        if self.uid is not None:
+            os.chown(scratch, self.uid, self.uid)
+        i = 0
+        while i < len(tests):
+            last = i + 1
+            if tests[i]["mode"] != "stdin":
+                while last < len(tests) and tests[last]["mode"] != "stdin":
+                    last += 1
+            i = self.run_segment(req, i, last, scratch, results)
+        return {"id": req["id"], "results": results}
+
+    def wipe(self):
+        """Delete every file programs could have left for the next one (no state between programs)."""
+        roots = [self.scratch_root] + (["/dev/shm"] if os.getpid() == 1 else [])
+        for root in roots:
+            try:
+                entries = list(os.scandir(root))
+            except OSError:
+                continue
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    try:
+                        os.unlink(entry.path)
+                    except OSError:
+                        pass
+
+    def run_segment(self, req, first, last, scratch, results):
+        """Fork one child for tests[first:last]; fill ``results`` from what it reports.
+
+        Returns the index of the first test still to run. A test's clock starts
+        when the previous one reported (or the program finished loading).
+        """
+        tests = req["tests"]
+        limit = float(req["time_limit_s"])
+        out_limit = int(req["output_limit"])
+        stdout_path = os.path.join(scratch, ".stdout")
+        stdin_path = os.devnull
+        if tests[first]["mode"] == "stdin":
+            stdin_path = os.path.join(scratch, ".stdin")
+            with open(stdin_path, "w") as f:
+                f.write(tests[first]["input"])
+        read_fd, write_fd = os.pipe()
+        sys.stdout.flush()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read_fd)
+            _enter_child(req, first, last, write_fd, scratch, stdin_path, self.uid, self.nproc, last - first)
+        os.close(write_fd)
+        try:
+            os.setpgid(pid, pid)
+        except OSError:
+            pass
+        stdin_mode = tests[first]["mode"] == "stdin"
+        loaded = stdin_mode  # a stdin program's load is its test
+        current = first  # the test the child is working on
+        clock = time.monotonic()  # when the current test's time started
+        out_from = 0  # stdout size when the current test started
+        raw = []  # (index, status, duration, stdout from, stdout to, error, record)
+        failure = None  # (status, why) when the child ended without reporting the current test
+        buf = b""
+        max_buf = out_limit + (1 << 16)
+        try:
+            while current < last and failure is None:
+                remaining = clock + limit - time.monotonic()
+                if remaining <= 0:
+                    failure = ("timeout", f"time limit {limit:g}s exceeded")
+                    break
+                ready, _, _ = select.select([read_fd], [], [], min(remaining, HOST_CHECK_S))
+                if input_closed(0):
+                    self._host_gone(pid)
+                if not ready:
+                    continue
+                chunk = os.read(read_fd, 1 << 16)
+                if not chunk:
+                    break  # the child exited (or closed the channel) without finishing
+                buf += chunk
+                if len(buf) > max_buf:
+                    failure = ("output_limit", "result too large")
+                    break
+                *lines, buf = buf.split(b"\n")
+                for line in lines:
+                    try:
+                        rec = json.loads(line)
+                        ev = rec["ev"]
+                    except (ValueError, KeyError, TypeError):
+                        ev, rec = None, {}
+                    now = time.monotonic()
+                    if ev in ("compile_error", "load_error") and current == first and (not loaded or stdin_mode):
+                        status = "compile_error" if ev == "compile_error" else rec.get("kind", "error")
+                        why, out_to = str(rec.get("error", "")), self._size(stdout_path)
+                        for j in range(first, last):  # the program never reached its tests
+                            raw.append((j, status, now - clock, 0, out_to, why, None))
+                        current = last
+                        break
+                    if ev == "loaded" and not loaded:
+                        loaded, clock = True, now
+                    elif ev == "result" and rec.get("i") == current and loaded:
+                        out_to = self._size(stdout_path)
+                        raw.append((current, "ok", now - clock, out_from, out_to, "", rec))
+                        current, clock, out_from = current + 1, now, out_to
+                    else:  # out of order or forged: stop trusting this child
+                        failure = ("error", "the program wrote to the harness channel (protocol violation)")
+                        break
+        finally:
+            os.close(read_fd)
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
+            _, exit_status = os.waitpid(pid, 0)
+        duration = time.monotonic() - clock
+        if current < last:
+            status, why = failure or self._death(exit_status)
+            if not loaded:  # program load failed: it can never reach any test
+                out_to = self._size(stdout_path)
+                raw += [(j, status, duration, 0, out_to, why, None) for j in range(first, last)]
+                current = last
+            else:
+                raw.append((current, status, duration, out_from, self._size(stdout_path), why, None))
+                current += 1
+        self._fill(results, raw, tests, scratch, out_limit)
+        return current
+
+    @staticmethod
+    def _death(exit_status):
+        """(status, why) for a child that ended without reporting."""
+        if os.WIFSIGNALED(exit_status):
+            sig = os.WTERMSIG(exit_status)
+            status = {signal.SIGKILL: "memory", signal.SIGXCPU: "timeout",
+                      signal.SIGXFSZ: "output_limit"}.get(sig, "error")
+            return status, f"killed by signal {signal.Signals(sig).name}"
+        return "error", f"exited with code {os.WEXITSTATUS(exit_status)} before reporting a result"
+
+    def _host_gone(self, pid):
+        """Our stdin closed mid-program (the host process died): kill everything, stop now."""
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+        self.sweep()
+        self.wipe()
+        os._exit(EXIT_INPUT_CLOSED)
+
+    # -- building result entries
+    @staticmethod
+    def _size(path):
+        try:
+            return os.stat(path).st_size
+        except OSError:
+            return 0
+
+    @staticmethod
+    def _read(path, size):
+        try:
+            with open(path, "rb") as f:
+                return f.read(size)
+        except OSError:
+            return b""
+
+    def _fill(self, results, raw, tests, scratch, out_limit):
+        """Turn the segment's raw outcomes into result entries (reads the output files once)."""
+        stdout = self._read(os.path.join(scratch, ".stdout"), out_limit)
+        stderr = self._read(os.path.join(scratch, ".stderr"), 1 << 20)[-EXCERPT_BYTES:].decode("utf-8", "replace")
+        for index, status, duration, out_from, out_to, why, rec in raw:
+            value = None
+            if rec is not None and not rec.get("ok"):
+                status = rec.get("kind") if rec.get("kind") in ("memory", "wrong") else "error"
+                why = str(rec.get("error", ""))
+            elif rec is not None:
+                value = rec.get("value")
+            if out_to >= out_limit:
+                status, why = "output_limit", f"output limit ({out_limit} bytes) exceeded\n{why}"
+            if status != "ok" and stderr:
+                why = f"{why}\n{stderr}"
+            mode = tests[index]["mode"]
+            text = stdout if (status == "ok" and mode == "stdin") else stdout[out_from:out_to][:EXCERPT_BYTES]
+            entry = {"status": status, "duration_s": round(duration, 6),
+                     "stdout": text.decode("utf-8", "replace"), "stderr": why[-EXCERPT_BYTES:]}
+            if status == "ok" and mode in ("call", "eval"):
+                entry["value"] = value
+            results[index] = entry
+
+    # -- main loop
+    def handle_one(self):
+        """Read one frame, run it, sweep, answer; returns an exit code (EXIT_INPUT_CLOSED at the end)."""
+        frame = read_frame(0)
+        if frame is None:
+            return EXIT_INPUT_CLOSED
+        response = self.run(json.loads(frame))
+        self.sweep()  # nothing of the program may outlive its answer
+        _write_all(1, (json.dumps(response) + "\n").encode())
+        return 0
+
+    def serve(self):
+        """Answer frames until the end of input.
+
+        With ``fresh_handler`` each frame is handled in a fresh fork of this
+        process, which never reads a request itself: a program then inherits
+        no byte of any earlier program (code, inputs, outputs), not even in freed
+        memory. Otherwise (faster) the server handles frames itself; earlier
+        programs' objects are gone, but their bytes may linger in freed memory.
+        """
+        _write_all(1, (json.dumps({"ready": True, "python": sys.version.split()[0]}) + "\n").encode())
+        while True:
+            if self.fresh_handler:
+                pid = os.fork()
+                if pid == 0:
+                    code = 70
+                    try:
+                        _prctl(PR_SET_CHILD_SUBREAPER, 1)  # the program's orphans stay ours
+                        code = self.handle_one()
+                    finally:
+                        os._exit(code)
+                _, status = os.waitpid(pid, 0)
+            else:
+                status = self.handle_one() << 8  # as a wait status
+            self.sweep()
+            self.wipe()
+            if os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_INPUT_CLOSED:
+                return
+            if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
+                # The program killed its own handler (e.g. kill -9 -1): the frame was
+                # consumed but never answered. Say so, in order, for the host to record.
+                _write_all(1, (json.dumps({"handler_died": _describe(status)}) + "\n").encode())
+
+
+def _describe(status):
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exited with code {os.WEXITSTATUS(status)}"
+
+
+PR_SET_DUMPABLE = 4
+PR_SET_CHILD_SUBREAPER = 36
+
+
+_LIBC = []
+
+
+def _prctl(option, value):
+    try:
+        if not _LIBC:
+            import ctypes
+
+            _LIBC.append(ctypes.CDLL(None, use_errno=True))
+        _LIBC[0].prctl(option, value, 0, 0, 0)
+    except (OSError, AttributeError, ImportError):
+        pass
+
+
+def _harden_server():
+    """Non-dumpable (programs of the same uid cannot ptrace us or open /proc/<pid>/*,
+    inherited by handlers and children); child subreaper (orphans come back to us)."""
+    _prctl(PR_SET_DUMPABLE, 0)
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def main(argv):
+    scratch_root = "/tmp"
+    uid = None
+    nproc = 0
+    fresh_handler = False
+    args = list(argv)
+    while args:
+        flag = args.pop(0)
+        if flag == "--scratch-root":
+            scratch_root = args.pop(0)
+        elif flag == "--uid":
+            uid = int(args.pop(0))
+        elif flag == "--nproc":
+            nproc = int(args.pop(0))
+        elif flag == "--fresh-handler":
+            fresh_handler = True
+        else:
+            raise SystemExit(f"unknown argument {flag!r}")
+    sys.set_int_max_str_digits(0)
+    _harden_server()
+    for name in PRELOAD:
+        try:
+            __import__(name)
+        except ImportError:
+            pass
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the host ends us by closing stdin
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    for name in ("exit", "quit"):  # normally added by `site`, which -S skips
+        setattr(builtins, name, sys.exit)
+    Server(scratch_root, uid, nproc, fresh_handler).serve()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
