@@ -50,8 +50,18 @@ class TaskConfig(_Section):
     """Reward dimensions per code problem: at most this many tests, chosen deterministically."""
     max_bad_fraction: float = Field(0.05, ge=0.0, le=1.0)
     """Dataset prep fails when more than this fraction of input rows is malformed."""
-    maze_size: int = Field(9, ge=5, le=31)
-    """Side of the square maze (odd). VPO_SPEC §7 uses 9."""
+    maze_size: int = Field(9, ge=9, le=31)
+    """Side of the square maze (odd, >= 9: smaller grids almost never pass the conflict filter). VPO_SPEC §7 uses 9."""
+    code_targets: int = Field(3, ge=1, le=4)
+    """Synthetic code: target functions per problem (the oracle's programs; keep <= num_answers)."""
+    code_tests_per_target: int = Field(3, ge=1, le=5)
+    """Synthetic code: tests per target, on inputs 0..this-1 (k = targets x this)."""
+
+    @model_validator(mode="after")
+    def _odd_maze(self) -> TaskConfig:
+        if self.maze_size % 2 == 0:
+            raise ValueError(f"maze_size must be odd (rooms sit on even coordinates), got {self.maze_size}")
+        return self
 
 
 class TinyModelConfig(_Section):
@@ -105,9 +115,9 @@ class SandboxConfig(_Section):
     workers: int = Field(2, ge=1)
     """Parallel worker containers / processes."""
     timeout_s: float = Field(6.0, gt=0.0)
-    """Wall-clock limit per test, seconds."""
+    """Wall-clock limit per test, seconds (a problem's own, lower time_limit_s wins)."""
     memory_mb: int = Field(512, ge=32)
-    """Memory limit per worker container / program, MiB (no swap)."""
+    """Address-space limit per program, MiB (a problem's lower limit wins); containers get +128 MiB, no swap."""
     cpus: float = Field(1.0, gt=0.0)
     """CPU quota per worker container."""
     pids_limit: int = Field(64, ge=8)
@@ -117,6 +127,11 @@ class SandboxConfig(_Section):
     """Stdout beyond this is cut and the test marked output_limit."""
     programs_per_worker: int = Field(500, ge=1)
     """A worker container is recycled after this many programs."""
+    batch_size: int = Field(8, ge=1)
+    """Programs sent to a worker per round trip; a failed batch is retried one program at a time."""
+    isolate_programs: bool = False
+    """Fork each program from a pristine runner, so no byte of earlier programs (their code,
+    outputs) is even in its freed memory; about 2x slower. Off: objects are gone, bytes may linger."""
 
 
 class EstimatorConfig(_Section):
@@ -164,7 +179,15 @@ class TrainingConfig(_Section):
     warmup_steps: int = Field(0, ge=0)
     """Supervised warm-start steps on oracle answers before RL (0 = none)."""
     warmup_lr: float = Field(1e-3, gt=0.0)
+    """AdamW learning rate of the warm start."""
     warmup_batch_size: int = Field(32, ge=1)
+    """Prompts (each with its oracle completion) per warm-start step."""
+    recompute_old_logprobs: bool = False
+    """Recompute pi_old with the training forward instead of using the sampling pass's log-probs (use with bf16/vLLM)."""
+    logprob_chunk_tokens: int = Field(4096, ge=1)
+    """Response tokens per LM-head chunk in the training forward (bounds logits memory for large vocabularies)."""
+    strategy: Literal["ddp", "fsdp"] = "ddp"
+    """Data-parallel engine under torchrun: DDP replicas or FSDP2 sharding (models that do not fit one GPU)."""
 
 
 class EvaluationConfig(_Section):
@@ -182,6 +205,11 @@ class EvaluationConfig(_Section):
     seed: int = 0
     evolve_iterations: int = Field(0, ge=0)
     """OpenEvolve iterations per hard problem; 0 skips evolutionary search."""
+    evolve_problems: int = Field(8, ge=1)
+    """At most this many hard held-out problems (best@pool = 0 for every checkpoint) are searched."""
+    evolve_prompt_mode: Literal["task", "chat"] = "task"
+    """How OpenEvolve's requests reach the policy: ``task`` = the problem's task prompt (tiny model),
+    ``chat`` = OpenEvolve's own prompt through the tokenizer's chat template (instruction models)."""
 
 
 class TrackingConfig(_Section):

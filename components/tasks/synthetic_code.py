@@ -1,0 +1,200 @@
+"""Synthetic code: tiny Python functions whose tests no single program passes.
+
+A problem shows input/output pairs of ``f(x)`` drawn from T *target*
+functions (``task.code_targets``, default 3), one line per target, each on the
+inputs 0 .. t-1 (t = ``task.code_tests_per_target``, default 3)::
+
+    Write f(x) with
+    f(0)=9 f(1)=10 f(2)=11
+    f(0)=7 f(1)=12 f(2)=17
+    f(0)=1 f(1)=2 f(2)=5
+
+Each pair is one reward dimension (a ``functional`` test of ``f``, run in the
+sandbox), so k = T x t. The targets come from this grammar (A in 2..5,
+B in 1..9)::
+
+    program := "def f(x):\n    return " expr
+    expr    := x*A+B | x*A-B | x*A | x+B | x-B | x*x+B | x*x | B-x | x%A+B | x//A+B
+
+An instance is kept only if the T targets give T different outputs on every
+input. So each target program passes exactly its own line, no program at all
+passes every test (the same input asks for T different outputs), and the set
+of T target programs covers them all: the code analogue of gold vs diamond.
+The layout is chosen for a from-scratch character-level model: answer i is the
+program of line i, the constant B of most expressions can be read off
+``f(0)``, and the oracle writes each target as the *first* grammar expression
+(in the order above) with its outputs, so equal lines get equal programs.
+
+Rows: ``{"id", "problem": CodeProblem JSON, "programs": JSON list of the T
+target programs}``; instance i depends only on (seed, stream, i).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Hashable, Sequence
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import torch
+
+from components.config import TaskConfig
+from components.sandbox.problem import CodeProblem, TestCase
+from components.tasks import objective_names
+from components.tasks.answers import (
+    all_ones,
+    apply_chat_template,
+    format_code_blocks,
+    uniform_weights,
+)
+from components.tasks.base import Row, ScoredBatch
+from components.tasks.code import (
+    ast_key,
+    parse_programs,
+    problem_of,
+    score_in_sandbox,
+    variant_programs,
+)
+
+GENERATOR_VERSION = "synthetic-code-v2"
+TIME_LIMIT_S = 2.0
+"""Per-test wall-clock limit of synthetic problems (the config's sandbox.timeout_s caps it too)."""
+_MAX_ATTEMPTS = 1000
+
+
+def _grammar() -> list[str]:
+    """Every expression of the grammar, simplest families first (the oracle's tie-break order)."""
+    a_values, b_values = range(2, 6), range(1, 10)
+    families = [
+        [f"x+{b}" for b in b_values],
+        [f"x-{b}" for b in b_values],
+        [f"{b}-x" for b in b_values],
+        [f"x*{a}" for a in a_values],
+        [f"x*{a}+{b}" for a in a_values for b in b_values],
+        [f"x*{a}-{b}" for a in a_values for b in b_values],
+        ["x*x"],
+        [f"x*x+{b}" for b in b_values],
+        [f"x%{a}+{b}" for a in a_values for b in b_values],
+        [f"x//{a}+{b}" for a in a_values for b in b_values],
+    ]
+    return [expr for family in families for expr in family]
+
+
+GRAMMAR = tuple(_grammar())
+
+
+def program_of(expr: str) -> str:
+    """The program text of a grammar expression."""
+    return f"def f(x):\n    return {expr}"
+
+
+@lru_cache(maxsize=8)
+def _outputs(num_inputs: int) -> np.ndarray:
+    """(len(GRAMMAR), num_inputs) int64: every expression on inputs 0..num_inputs-1."""
+    x = np.arange(num_inputs, dtype=np.int64)
+    # The expressions are ours (not candidate code), written in Python/numpy-compatible syntax.
+    return np.stack([np.broadcast_to(eval(expr, {}, {"x": x}), x.shape) for expr in GRAMMAR])  # noqa: S307
+
+
+def _candidate(rng: np.random.Generator, targets: int, per_target: int) -> np.ndarray | None:
+    """(T,) grammar indices of the targets if they give T different outputs on every input.
+
+    Each target is replaced by the first grammar expression with the same
+    outputs on the shown inputs (``x+2`` rather than ``x%4+2`` on 0..2), so the
+    oracle program is a function of the prompt.
+    """
+    table = _outputs(per_target)
+    chosen = rng.choice(len(GRAMMAR), size=targets, replace=False)
+    outputs = table[chosen]  # (T, t)
+    if not np.all(np.diff(np.sort(outputs, axis=0), axis=0) != 0):
+        return None
+    return np.argmax((table[None, :, :] == outputs[:, None, :]).all(axis=2), axis=1)
+
+
+def make_problem(problem_id: str, exprs: Sequence[str], per_target: int) -> CodeProblem:
+    """The CodeProblem whose tests are each target's pairs on inputs 0..per_target-1, target by target."""
+    table = _outputs(per_target)
+    index = {e: i for i, e in enumerate(GRAMMAR)}
+    tests = [
+        TestCase(kind="functional", input=json.dumps([x]), expected=json.dumps(int(table[index[e], x])), fn_name="f")
+        for e in exprs
+        for x in range(per_target)
+    ]
+    return CodeProblem(problem_id=problem_id, prompt="", tests=tuple(tests), time_limit_s=TIME_LIMIT_S)
+
+
+def generate_problems(
+    count: int, seed: int, targets: int = 3, per_target: int = 3, stream: int = 0, first: int = 0
+) -> list[Row]:
+    """Rows of instances ``first .. first+count-1``; instance i depends only on (seed, stream, i)."""
+    rows = []
+    for i in range(first, first + count):
+        for attempt in range(_MAX_ATTEMPTS):
+            found = _candidate(np.random.default_rng([seed, stream, i, attempt]), targets, per_target)
+            if found is not None:
+                break
+        else:
+            raise RuntimeError(f"no valid synthetic code problem after {_MAX_ATTEMPTS} attempts (instance {i})")
+        exprs = [GRAMMAR[j] for j in found]
+        row_id = f"code-{seed}-{stream}-{i:06d}"
+        rows.append({
+            "id": row_id,
+            "problem": make_problem(row_id, exprs, per_target).model_dump_json(),
+            "programs": json.dumps([program_of(e) for e in exprs]),
+        })
+    return rows
+
+
+def pairs_text(problem: CodeProblem) -> str:
+    """``f(0)=9 f(1)=10 ...`` in test order, a new line at each input 0 (one line per target)."""
+    pairs = [(json.loads(t.input)[0], json.loads(t.expected)) for t in problem.tests]
+    return "".join(("\n" if x == 0 and i else " " if i else "") + f"f({x})={y}" for i, (x, y) in enumerate(pairs))
+
+
+class SyntheticCodeTask:
+    """Answers are short ``def f(x)`` programs in fenced blocks; k = targets x tests_per_target."""
+
+    name = "synthetic_code"
+
+    def __init__(self, sandbox: Any, cfg: TaskConfig):
+        self.sandbox = sandbox
+        self.k = cfg.code_targets * cfg.code_tests_per_target
+        self.objective_names = objective_names(cfg)
+
+    @property
+    def fixed_weights(self) -> torch.Tensor:
+        return uniform_weights(self.k)
+
+    def build_prompt(self, row: Row, m: int, tokenizer: Any | None = None) -> str:
+        head = f"Write f(x) with\n{pairs_text(problem_of(row['problem']))}\n"
+        if m == 1:
+            ask = "Answer in one ```python block."
+        else:
+            ask = f"No single f fits all: give {m} different f, each in a ```python block, separated by ---."
+        return apply_chat_template(head + ask + "\n", tokenizer)
+
+    def parse_answers(self, text: str, m: int) -> list[str | None]:
+        return parse_programs(text, m)
+
+    def dedup_key(self, answer: str) -> Hashable:
+        return ast_key(answer)
+
+    def score(self, rows: Sequence[Row], answers: Sequence[Sequence[str | None]]) -> ScoredBatch:
+        if len(rows) != len(answers):
+            raise ValueError(f"score: {len(rows)} rows but {len(answers)} answer lists")
+        problems = [problem_of(r["problem"]) for r in rows]
+        widths = {len(p.tests) for p in problems}
+        if widths - {self.k}:
+            raise ValueError(f"rows have {sorted(widths)} tests; this task (config) expects {self.k}")
+        return score_in_sandbox(self.sandbox, problems, answers, self.k)
+
+    def is_correct(self, reward: torch.Tensor) -> torch.Tensor:
+        return all_ones(reward)
+
+    def oracle_answers(self, row: Row, m: int) -> list[str]:
+        """The target programs (first m), then AST-distinct rewrites of them up to m."""
+        return variant_programs(json.loads(row["programs"]), m)
+
+    def format_answers(self, answers: Sequence[str], m: int) -> str:
+        return format_code_blocks(answers, m)
