@@ -213,13 +213,17 @@ class LocalStore(ArtifactStore):
         (path.parent / f"{path.name}{self._SIDECAR}").unlink(missing_ok=True)
 
 
-def open_store(uri: str | Path) -> ArtifactStore:
-    """Open the store for ``uri``: ``file://...``, a plain path, or ``s3://bucket/prefix``."""
+def open_store(uri: str | Path, *, multipart_threshold_mb: int = 64) -> ArtifactStore:
+    """Open the store for ``uri``: ``file://...``, a plain path, or ``s3://bucket/prefix``.
+
+    ``multipart_threshold_mb`` (S3 only; ``cfg.storage.multipart_threshold_mb``): files
+    larger than this are uploaded as multipart uploads with parts of this size.
+    """
     uri = str(uri)
     if uri.startswith("s3://"):
         from components.storage_s3 import S3Store  # boto3 is only imported when used
 
-        return S3Store(uri)
+        return S3Store(uri, multipart_threshold_mb=multipart_threshold_mb)
     if uri.startswith("file://"):
         parsed = urlparse(uri)
         # file://./runs (relative) and file:///abs/path
