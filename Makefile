@@ -25,6 +25,8 @@ test: setup  ## the whole test suite (Docker tests skip, with the reason, when n
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: setup  ## the whole pipeline offline on CPU: prep, warm start, VPO + GRPO, evaluation, comparison
+	@if docker info >/dev/null 2>&1; then $(BIN)/vpo sandbox build-image; \
+	else echo "WARNING: no Docker engine answers: the demo will use the weaker PROCESS sandbox"; fi
 	$(BIN)/vpo demo
 
 lint: setup

@@ -183,10 +183,9 @@ def plot_curves(
     path: Path, groups: Sequence[MethodGroup], *, prefix: str, suffix: str = "", ylabel: str, title: str
 ) -> Path | None:
     """Mean curve ± standard-error band per method; None when no group has the curve."""
-    import matplotlib
+    from components.evaluation import pyplot, save_figure, style_k_axes
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     drawn = False
@@ -202,15 +201,8 @@ def plot_curves(
     if not drawn:
         plt.close(fig)
         return None
-    ax.set_xlabel("k")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    style_k_axes(ax, ylabel=ylabel, title=title)
+    return save_figure(fig, path)
 
 
 @dataclass(frozen=True)

@@ -155,7 +155,8 @@ def pool_metrics(
 # ---- plots ---------------------------------------------------------------------------
 
 
-def _pyplot():
+def pyplot():
+    """``matplotlib.pyplot`` on the headless Agg backend (imported on first use)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -164,35 +165,42 @@ def _pyplot():
     return plt
 
 
-def plot_curve(path: Path, curves: dict[str, Sequence[float]], *, ylabel: str, title: str) -> Path:
-    """Line plot of one or more k = 1.. curves (label -> values); PNG at ``path``."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for label, values in curves.items():
-        ax.plot(range(1, len(values) + 1), values, marker=".", label=label)
+def style_k_axes(ax, *, ylabel: str, title: str) -> None:
+    """Axes of a curve over k = 1..K: labels, title, grid, legend."""
     ax.set_xlabel("k")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Lay out, write ``fig`` as a PNG at ``path`` and close it; returns ``path``."""
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    pyplot().close(fig)
     return path
+
+
+def plot_curve(path: Path, curves: dict[str, Sequence[float]], *, ylabel: str, title: str) -> Path:
+    """Line plot of one or more k = 1.. curves (label -> values); PNG at ``path``."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for label, values in curves.items():
+        ax.plot(range(1, len(values) + 1), values, marker=".", label=label)
+    style_k_axes(ax, ylabel=ylabel, title=title)
+    return save_figure(fig, path)
 
 
 def plot_diversity(path: Path, per_prompt_diversity: torch.Tensor, *, title: str) -> Path:
     """Histogram of per-prompt pool diversity (mean pairwise L1)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     ax.hist(per_prompt_diversity.numpy(), bins=20)
     ax.set_xlabel("pool diversity (mean pairwise L1 of reward vectors)")
     ax.set_ylabel("prompts")
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_pareto_projections(
@@ -203,7 +211,7 @@ def plot_pareto_projections(
     Points are jittered (rewards are often 0/1) and the projection's own Pareto front
     (over all prompts' candidates) is marked.
     """
-    plt = _pyplot()
+    plt = pyplot()
     k = pool.rewards.shape[-1]
     pairs = list(combinations(range(k), 2))[:max_pairs] or [(0, 0)]
     cols = min(3, len(pairs))
@@ -224,10 +232,7 @@ def plot_pareto_projections(
     for ax in list(axes.flat)[len(pairs):]:
         ax.axis("off")
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # ---- the stage -------------------------------------------------------------------------

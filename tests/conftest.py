@@ -19,6 +19,12 @@ from functools import cache
 
 import pytest
 
+# Prefect configures its console log handler on first import, binding it to the
+# sys.stderr of that moment. Importing it here binds it to pytest's session-wide
+# stream; a first import inside a CliRunner invocation would bind it to a stream
+# that is closed afterwards, and every later flow would fail writing its logs.
+import prefect  # noqa: E402,F401  isort: skip
+
 SANDBOX_IMAGE = "vpo-sandbox:local"
 
 
@@ -100,3 +106,22 @@ def _no_sandbox_leaks_after_session():
     yield
     leaks = sandbox_leaks()
     assert not leaks, "sandbox leaked after the test session:\n" + "\n".join(leaks)
+
+
+@pytest.fixture(scope="module")
+def tiny_model_env(tmp_path_factory):
+    """A private tiny-model cache ($VPO_CACHE_DIR) and one torch thread for the module.
+
+    Two torch threads on the 2 shared cores of CI are ~10x slower than one.
+    """
+    import torch
+
+    old, old_threads = os.environ.get("VPO_CACHE_DIR"), torch.get_num_threads()
+    os.environ["VPO_CACHE_DIR"] = str(tmp_path_factory.mktemp("vpo-cache"))
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old_threads)
+    if old is None:
+        os.environ.pop("VPO_CACHE_DIR", None)
+    else:
+        os.environ["VPO_CACHE_DIR"] = old

@@ -71,21 +71,7 @@ def _worker(rank: int, root: str, port: int) -> None:
         dist.destroy_process_group()
 
 
-@pytest.fixture(scope="module")
-def single_threaded(tmp_path_factory):
-    old_threads = torch.get_num_threads()
-    old_cache = os.environ.get("VPO_CACHE_DIR")
-    os.environ["VPO_CACHE_DIR"] = str(tmp_path_factory.mktemp("vpo-cache"))
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old_threads)
-    if old_cache is None:
-        os.environ.pop("VPO_CACHE_DIR", None)
-    else:
-        os.environ["VPO_CACHE_DIR"] = old_cache
-
-
-def test_two_gloo_processes_match_the_single_process_update(tmp_path, single_threaded):
+def test_two_gloo_processes_match_the_single_process_update(tmp_path, tiny_model_env):
     single = Trainer(_config(tmp_path, "single"), LettersTask(), ROWS, DistContext())
     single.setup(resume=False)
     batch = _fixed_batch(single)
@@ -127,7 +113,7 @@ def _fsdp_worker(rank: int, root: str, port: int) -> None:
 
 
 @pytest.mark.slow
-def test_fsdp_two_processes_train_checkpoint_and_resume(tmp_path, single_threaded):
+def test_fsdp_two_processes_train_checkpoint_and_resume(tmp_path, tiny_model_env):
     """FSDP2 (training.strategy=fsdp) on 2 CPU processes: warm start, a step, a full-weight
     checkpoint, and a resumed step that reloads the gathered optimizer state."""
     mp.spawn(_fsdp_worker, args=(str(tmp_path), _free_port()), nprocs=WORLD, join=True)

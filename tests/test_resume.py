@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 from test_trainer import ROWS, LettersTask, Recorder, toy_config
 
 from components.training import load_checkpoint, train_on_task
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _tiny_cache(tmp_path_factory):
-    """A private tiny-model cache, and one torch thread (2 threads on 2 shared cores are ~10x slower)."""
-    old, old_threads = os.environ.get("VPO_CACHE_DIR"), torch.get_num_threads()
-    os.environ["VPO_CACHE_DIR"] = str(tmp_path_factory.mktemp("vpo-cache"))
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old_threads)
-    if old is None:
-        os.environ.pop("VPO_CACHE_DIR", None)
-    else:
-        os.environ["VPO_CACHE_DIR"] = old
+pytestmark = pytest.mark.usefixtures("tiny_model_env")
 
 
 def _config(tmp_path, name: str, steps: int):

@@ -6,7 +6,6 @@ costs well under a second, plus one run on the real maze task.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Hashable, Sequence
 
 import pytest
@@ -71,18 +70,7 @@ class LettersTask:
 ROWS = [{"id": f"{i:02d}"} for i in range(16)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _tiny_cache(tmp_path_factory):
-    """A private tiny-model cache, and one torch thread (2 threads on 2 shared cores are ~10x slower)."""
-    old, old_threads = os.environ.get("VPO_CACHE_DIR"), torch.get_num_threads()
-    os.environ["VPO_CACHE_DIR"] = str(tmp_path_factory.mktemp("vpo-cache"))
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old_threads)
-    if old is None:
-        os.environ.pop("VPO_CACHE_DIR", None)
-    else:
-        os.environ["VPO_CACHE_DIR"] = old
+pytestmark = pytest.mark.usefixtures("tiny_model_env")
 
 
 def toy_config(tmp_path, *overrides: str):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from components.config import RunConfig
-from components.evaluation import EvalReport, evaluate
+from components.evaluation import EvalReport, evaluate, pyplot, save_figure
 from components.evolve import (
     EvolveReport,
     TaskPromptAdapter,
@@ -120,10 +120,7 @@ def evolve_checkpoints(
 
 def plot_solved(path: Path, reports: Sequence[EvolveReport], labels: Sequence[str] | None = None) -> Path:
     """Problems solved and mean best score vs iterations, one line per checkpoint."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     labels = labels or [Path(r.checkpoint_uri.rstrip("/")).parent.parent.name or r.checkpoint_uri
                         for r in reports]
@@ -139,7 +136,4 @@ def plot_solved(path: Path, reports: Sequence[EvolveReport], labels: Sequence[st
     for ax in (left, right):
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
