@@ -120,19 +120,6 @@ def _columns(groups: Sequence[MethodGroup]) -> list[tuple[str, str]]:
     return [(key, label) for key, label in HEADLINE_METRICS if key in present]
 
 
-def rich_table(groups: Sequence[MethodGroup], title: str) -> Table:
-    """The comparison as one wide rich table (one row per task x method)."""
-    table = Table(title=title)
-    for name in ("task", "method", "seeds"):
-        table.add_column(name)
-    columns = _columns(groups)
-    for _, label in columns:
-        table.add_column(label, justify="right")
-    for g in groups:
-        table.add_row(g.task, g.method, str(len(g.runs)), *(str(g.summary(key) or "—") for key, _ in columns))
-    return table
-
-
 def rich_tables(groups: Sequence[MethodGroup], title: str) -> list[Table]:
     """The comparison for a terminal: one table per task, metrics as rows, methods as columns."""
     by_task: dict[str, list[MethodGroup]] = defaultdict(list)

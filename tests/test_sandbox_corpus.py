@@ -6,13 +6,18 @@ tests/test_sandbox_docker.py (containers). No tests live here.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 from components.sandbox import CodeProblem, ExecutionResult, TestCase
 from components.sandbox.loaders import humaneval_problem, humaneval_records
 
-SECRET = 9876543
-"""Expected output of ADD's last test; appears nowhere in what the sandbox receives."""
+SECRET = random.SystemRandom().randrange(1_000_000, 10_000_000)
+"""Expected output of ADD's last test; appears nowhere in what the sandbox receives.
+
+Drawn per session so that it is in no file on disk either: the process backend
+shares the host's filesystem, and a checkout under /tmp would otherwise hand the
+hostile program this very test file."""
 
 _ADD_CASES = [(1, 2), (2, 5), (-4, 4), (SECRET - 3, 3)]
 ADD = CodeProblem(problem_id="add", entry_point="add", tests=tuple(
@@ -52,7 +57,10 @@ def _search():
                     return True
         except Exception:
             pass
-    for root, _, files in os.walk("/tmp"):
+    # the sandbox's own scratch root (the parent of the program's working directory: /tmp in a
+    # container; the worker's private directory in the process backend, whose host /tmp is
+    # not the sandbox's and may hold anything) and /dev/shm
+    for root, _, files in [*os.walk(os.path.dirname(os.getcwd())), *os.walk("/dev/shm")]:
         for name in files:
             try:
                 if needle in open(os.path.join(root, name), errors="ignore").read():

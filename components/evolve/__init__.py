@@ -21,7 +21,8 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -194,16 +195,17 @@ def evolve_problem(
     if initial["all_passed"] >= 1.0:
         return ProblemSearch(problem_id=problem.problem_id, iterations=0, solved_at=0, best_score=1.0,
                              children=0, best_by_iteration=[1.0] * (iterations + 1))
-    logging.getLogger("openevolve").setLevel(logging.WARNING)
-    run_evolution(
-        initial_program=initial_program,
-        evaluator=str(EVALUATOR_FILE),
-        config=config,
-        iterations=iterations,
-        output_dir=str(workdir / "openevolve"),
-        cleanup=False,
-        target_score=1.0,
-    )
+    with _root_logging_restored():
+        logging.getLogger("openevolve").setLevel(logging.WARNING)
+        run_evolution(
+            initial_program=initial_program,
+            evaluator=str(EVALUATOR_FILE),
+            config=config,
+            iterations=iterations,
+            output_dir=str(workdir / "openevolve"),
+            cleanup=False,
+            target_score=1.0,
+        )
     children = _child_scores(trace_path)
     solved = [iteration for iteration, _, passed in children if passed]
     solved_at = min(solved) if solved else None
@@ -216,6 +218,22 @@ def evolve_problem(
         children=len(children),
         best_by_iteration=best,
     )
+
+
+@contextmanager
+def _root_logging_restored() -> Iterator[None]:
+    """Undo what each OpenEvolve controller does to the root logger (a level, a file and a
+    console handler per run, never removed): without this, handlers pile up per problem and
+    outlive the stream they were bound to."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:
+        yield
+    finally:
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(level)
 
 
 def evolve_problems(

@@ -58,7 +58,7 @@ def demo(
     cfg = _config_or_demo(None, set_)
     _warn_if_no_docker(cfg.sandbox.backend)
     _offline_prefect()
-    from components.compare import RunRecord, group_runs, rich_table, write_comparison
+    from components.compare import RunRecord, group_runs, rich_tables, write_comparison
     from components.tracking import resolve_tracking_uri
     from flows.pipeline import demo_flow
 
@@ -72,7 +72,8 @@ def demo(
         records.append(RunRecord(run_id=r.mlflow_run_id, params=dict(run.data.params),
                                  metrics=r.eval_metrics, name=r.name))
     groups = group_runs(records)
-    console.print(rich_table(groups, title=f"{cfg.task.name}: {methods} (this demo's runs)"))
+    for table in rich_tables(groups, title=f"{methods} (this demo's runs)"):
+        console.print(table)
     files = write_comparison(groups, Path("runs/compare") / cfg.name, title=f"Demo {cfg.name}")
     console.print(f"comparison written to {files.markdown}")
     uri = resolve_tracking_uri(cfg)
