@@ -129,18 +129,52 @@ def variant_programs(programs: Sequence[str], m: int) -> list[str]:
     return out
 
 
-class CodeTask:
-    """LiveCodeBench / HumanEval: one reward dimension per test (k = task.max_tests, tiled)."""
+class SandboxCodeTask:
+    """What every code task shares: fenced-block answers, AST de-duplication, one reward
+    dimension per test run in the sandbox, correct = every test passes. Subclasses set
+    ``name``, ``k`` and ``objective_names`` and write their own prompts and oracle."""
 
-    def __init__(self, name: str, sandbox: Any, cfg: TaskConfig):
-        self.name = name
+    name: str
+    k: int
+    objective_names: tuple[str, ...]
+
+    def __init__(self, sandbox: Any):
         self.sandbox = sandbox
-        self.k = cfg.max_tests
-        self.objective_names = objective_names(cfg)
 
     @property
     def fixed_weights(self) -> torch.Tensor:
         return uniform_weights(self.k)
+
+    def parse_answers(self, text: str, m: int) -> list[str | None]:
+        return parse_programs(text, m)
+
+    def dedup_key(self, answer: str) -> Hashable:
+        return ast_key(answer)
+
+    def problems(self, rows: Sequence[Row]) -> list[CodeProblem]:
+        """The rows' problems (a subclass may check them against its k)."""
+        return [problem_of(r["problem"]) for r in rows]
+
+    def score(self, rows: Sequence[Row], answers: Sequence[Sequence[str | None]]) -> ScoredBatch:
+        if len(rows) != len(answers):
+            raise ValueError(f"score: {len(rows)} rows but {len(answers)} answer lists")
+        return score_in_sandbox(self.sandbox, self.problems(rows), answers, self.k)
+
+    def is_correct(self, reward: torch.Tensor) -> torch.Tensor:
+        return all_ones(reward)
+
+    def format_answers(self, answers: Sequence[str], m: int) -> str:
+        return format_code_blocks(answers, m)
+
+
+class CodeTask(SandboxCodeTask):
+    """LiveCodeBench / HumanEval: one reward dimension per test (k = task.max_tests, tiled)."""
+
+    def __init__(self, name: str, sandbox: Any, cfg: TaskConfig):
+        super().__init__(sandbox)
+        self.name = name
+        self.k = cfg.max_tests
+        self.objective_names = objective_names(cfg)
 
     def build_prompt(self, row: Row, m: int, tokenizer: Any | None = None) -> str:
         problem = problem_of(row["problem"])
@@ -163,26 +197,9 @@ class CodeTask:
             )
         return apply_chat_template(body + ask, tokenizer)
 
-    def parse_answers(self, text: str, m: int) -> list[str | None]:
-        return parse_programs(text, m)
-
-    def dedup_key(self, answer: str) -> Hashable:
-        return ast_key(answer)
-
-    def score(self, rows: Sequence[Row], answers: Sequence[Sequence[str | None]]) -> ScoredBatch:
-        if len(rows) != len(answers):
-            raise ValueError(f"score: {len(rows)} rows but {len(answers)} answer lists")
-        return score_in_sandbox(self.sandbox, [problem_of(r["problem"]) for r in rows], answers, self.k)
-
-    def is_correct(self, reward: torch.Tensor) -> torch.Tensor:
-        return all_ones(reward)
-
     def oracle_answers(self, row: Row, m: int) -> list[str]:
         """The reference solution (HumanEval) and AST-distinct rewrites of it; LCB has none."""
         solution = row.get("solution") or ""
         if not solution:
             raise ValueError(f"{self.name} row {row.get('id')!r} has no reference solution")
         return variant_programs([solution], m)
-
-    def format_answers(self, answers: Sequence[str], m: int) -> str:
-        return format_code_blocks(answers, m)

@@ -32,30 +32,18 @@ target programs}``; instance i depends only on (seed, stream, i).
 from __future__ import annotations
 
 import json
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
-import torch
 
 from components.config import TaskConfig
 from components.sandbox.problem import CodeProblem, TestCase
 from components.tasks import objective_names
-from components.tasks.answers import (
-    all_ones,
-    apply_chat_template,
-    format_code_blocks,
-    uniform_weights,
-)
-from components.tasks.base import Row, ScoredBatch
-from components.tasks.code import (
-    ast_key,
-    parse_programs,
-    problem_of,
-    score_in_sandbox,
-    variant_programs,
-)
+from components.tasks.answers import apply_chat_template
+from components.tasks.base import Row
+from components.tasks.code import SandboxCodeTask, problem_of, variant_programs
 
 GENERATOR_VERSION = "synthetic-code-v2"
 TIME_LIMIT_S = 2.0
@@ -152,19 +140,15 @@ def pairs_text(problem: CodeProblem) -> str:
     return "".join(("\n" if x == 0 and i else " " if i else "") + f"f({x})={y}" for i, (x, y) in enumerate(pairs))
 
 
-class SyntheticCodeTask:
+class SyntheticCodeTask(SandboxCodeTask):
     """Answers are short ``def f(x)`` programs in fenced blocks; k = targets x tests_per_target."""
 
     name = "synthetic_code"
 
     def __init__(self, sandbox: Any, cfg: TaskConfig):
-        self.sandbox = sandbox
+        super().__init__(sandbox)
         self.k = cfg.code_targets * cfg.code_tests_per_target
         self.objective_names = objective_names(cfg)
-
-    @property
-    def fixed_weights(self) -> torch.Tensor:
-        return uniform_weights(self.k)
 
     def build_prompt(self, row: Row, m: int, tokenizer: Any | None = None) -> str:
         head = f"Write f(x) with\n{pairs_text(problem_of(row['problem']))}\n"
@@ -174,27 +158,13 @@ class SyntheticCodeTask:
             ask = f"No single f fits all: give {m} different f, each in a ```python block, separated by ---."
         return apply_chat_template(head + ask + "\n", tokenizer)
 
-    def parse_answers(self, text: str, m: int) -> list[str | None]:
-        return parse_programs(text, m)
-
-    def dedup_key(self, answer: str) -> Hashable:
-        return ast_key(answer)
-
-    def score(self, rows: Sequence[Row], answers: Sequence[Sequence[str | None]]) -> ScoredBatch:
-        if len(rows) != len(answers):
-            raise ValueError(f"score: {len(rows)} rows but {len(answers)} answer lists")
-        problems = [problem_of(r["problem"]) for r in rows]
+    def problems(self, rows: Sequence[Row]) -> list[CodeProblem]:
+        problems = super().problems(rows)
         widths = {len(p.tests) for p in problems}
         if widths - {self.k}:
             raise ValueError(f"rows have {sorted(widths)} tests; this task (config) expects {self.k}")
-        return score_in_sandbox(self.sandbox, problems, answers, self.k)
-
-    def is_correct(self, reward: torch.Tensor) -> torch.Tensor:
-        return all_ones(reward)
+        return problems
 
     def oracle_answers(self, row: Row, m: int) -> list[str]:
         """The target programs (first m), then AST-distinct rewrites of them up to m."""
         return variant_programs(json.loads(row["programs"]), m)
-
-    def format_answers(self, answers: Sequence[str], m: int) -> str:
-        return format_code_blocks(answers, m)
