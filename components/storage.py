@@ -20,7 +20,7 @@ import hashlib
 import os
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -52,6 +52,46 @@ def _check_key(key: str) -> str:
     if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
         raise StorageError(f"invalid storage key {key!r}: use a relative a/b/c path without '..'")
     return key
+
+
+def stream_to_file(
+    dest: Path, chunks: Iterable[bytes], *, before_replace: Callable[[str], None] | None = None
+) -> str:
+    """Atomically write ``chunks`` to ``dest``; returns their hex SHA-256.
+
+    The bytes go to a temp file beside ``dest`` (fsynced); ``before_replace(digest)``
+    runs next and may raise (e.g. a checksum mismatch), in which case ``dest`` is left
+    untouched and the temp file removed; only then is the temp file renamed over ``dest``.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    h = hashlib.sha256()
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for chunk in chunks:
+                h.update(chunk)
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        digest = h.hexdigest()
+        if before_replace is not None:
+            before_replace(digest)
+        os.replace(tmp, dest)
+        return digest
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def checksum_check(expected: str | None, key: str, uri: str) -> Callable[[str], None]:
+    """A ``before_replace`` hook raising ChecksumError unless the digest is ``expected``
+    (no check when the object carries no checksum)."""
+
+    def check(digest: str) -> None:
+        if expected is not None and digest != expected:
+            raise ChecksumError(f"checksum mismatch for {key!r} in {uri}")
+
+    return check
 
 
 class ArtifactStore(ABC):
@@ -131,32 +171,17 @@ class LocalStore(ArtifactStore):
     def _path(self, key: str) -> Path:
         return self.root / _check_key(key)
 
-    def _atomic_write(self, dest: Path, chunks: Iterator[bytes], *, sidecar: bool = True) -> str:
-        """Stream ``chunks`` to ``dest`` via temp file + fsync + rename; returns the SHA-256."""
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        h = hashlib.sha256()
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                for chunk in chunks:
-                    h.update(chunk)
-                    f.write(chunk)
-                f.flush()
-                os.fsync(f.fileno())
-            digest = h.hexdigest()
-            if not sidecar:
-                os.replace(tmp, dest)
-                return digest
-            side_tmp = dest.parent / f".{dest.name}.sha256.part"
-            side_tmp.write_text(digest)
+    def _atomic_write(self, dest: Path, chunks: Iterator[bytes]) -> str:
+        """Write an object and its checksum sidecar; returns the SHA-256."""
+
+        def write_sidecar(digest: str) -> None:
             # Sidecar first: a crash between the two replaces leaves a stale object
             # whose checksum mismatches (detected on read), never a silently wrong one.
+            side_tmp = dest.parent / f".{dest.name}.sha256.part"
+            side_tmp.write_text(digest)
             os.replace(side_tmp, dest.parent / f"{dest.name}{self._SIDECAR}")
-            os.replace(tmp, dest)
-            return digest
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+
+        return stream_to_file(dest, chunks, before_replace=write_sidecar)
 
     def write_bytes(self, key: str, data: bytes) -> None:
         self._atomic_write(self._path(key), iter([data]))
@@ -185,12 +210,8 @@ class LocalStore(ArtifactStore):
         if not path.is_file():
             raise StorageError(f"no object {key!r} in {self.uri}")
         with open(path, "rb") as f:
-            chunks = iter(lambda: f.read(1 << 20), b"")
-            digest = self._atomic_write(Path(local_path).resolve(), chunks, sidecar=False)
-        expected = self._expected_digest(path)
-        if expected is not None and digest != expected:
-            Path(local_path).unlink(missing_ok=True)
-            raise ChecksumError(f"checksum mismatch for {key!r} in {self.uri}")
+            stream_to_file(Path(local_path).resolve(), iter(lambda: f.read(1 << 20), b""),
+                           before_replace=checksum_check(self._expected_digest(path), key, self.uri))
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()

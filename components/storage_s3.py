@@ -18,9 +18,7 @@ recompute it and raise :class:`ChecksumError` on mismatch.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -34,8 +32,10 @@ from components.storage import (
     ChecksumError,
     StorageError,
     _check_key,
+    checksum_check,
     sha256_bytes,
     sha256_file,
+    stream_to_file,
 )
 
 ENDPOINT_ENV_VARS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL")
@@ -176,24 +176,9 @@ class S3Store(ArtifactStore):
 
     def get_file(self, key: str, local_path: str | Path) -> None:
         obj = self._get(key)
-        dest = Path(local_path).resolve()
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        h = hashlib.sha256()
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                for chunk in obj["Body"].iter_chunks(1 << 20):
-                    h.update(chunk)
-                    f.write(chunk)
-                f.flush()
-                os.fsync(f.fileno())
-            expected = obj.get("Metadata", {}).get(CHECKSUM_META)
-            if expected is not None and h.hexdigest() != expected:
-                raise ChecksumError(f"checksum mismatch for {key!r} in {self.uri}")
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        expected = obj.get("Metadata", {}).get(CHECKSUM_META)
+        stream_to_file(Path(local_path).resolve(), obj["Body"].iter_chunks(1 << 20),
+                       before_replace=checksum_check(expected, key, self.uri))
 
     def exists(self, key: str) -> bool:
         try:

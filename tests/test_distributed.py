@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from loopback_servers import free_port
 from test_trainer import ROWS, LettersTask, toy_config
 
 from components.policy import SamplingParams
@@ -18,12 +18,6 @@ from components.training.forward import SequenceBatch
 from components.training.trainer import StepBatch, Trainer
 
 WORLD = 2
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _config(root: Path, name: str, *extra: str):
@@ -79,7 +73,7 @@ def test_two_gloo_processes_match_the_single_process_update(tmp_path, tiny_model
     sums = single.accumulate_gradients(batch, torch.arange(len(batch.advantages)))
     expected = torch.cat([p.grad.flatten() for p in single.params])
 
-    mp.spawn(_worker, args=(str(tmp_path), _free_port()), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(str(tmp_path), free_port()), nprocs=WORLD, join=True)
 
     for rank in range(WORLD):
         got = torch.load(tmp_path / f"rank{rank}.pt")
@@ -116,7 +110,7 @@ def _fsdp_worker(rank: int, root: str, port: int) -> None:
 def test_fsdp_two_processes_train_checkpoint_and_resume(tmp_path, tiny_model_env):
     """FSDP2 (training.strategy=fsdp) on 2 CPU processes: warm start, a step, a full-weight
     checkpoint, and a resumed step that reloads the gathered optimizer state."""
-    mp.spawn(_fsdp_worker, args=(str(tmp_path), _free_port()), nprocs=WORLD, join=True)
+    mp.spawn(_fsdp_worker, args=(str(tmp_path), free_port()), nprocs=WORLD, join=True)
     out = torch.load(tmp_path / "fsdp.pt")
     assert out["uri"].endswith("step-000002") and out["loss"] == out["loss"]
     from components.training import load_checkpoint
