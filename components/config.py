@@ -56,11 +56,35 @@ class TaskConfig(_Section):
     """Synthetic code: target functions per problem (the oracle's programs; keep <= num_answers)."""
     code_tests_per_target: int = Field(3, ge=1, le=5)
     """Synthetic code: tests per target, on inputs 0..this-1 (k = targets x this)."""
+    code_layout: Literal["uniform", "easy_first"] = "uniform"
+    """Synthetic code: ``uniform`` draws every target from the whole grammar (generator v2);
+    ``easy_first`` draws line 1 from the families whose constant reads off f(0) (x+B, x-B,
+    B-x) and the other lines from the harder ones (x*A+B, x*x+B, x%A+B, ...): generator v3,
+    the task where VPO, Multi-RLVR and GRPO optimise different things (docs/tasks.md)."""
+    code_target_weights: list[float] | None = None
+    """Synthetic code: relative weight of each target line in the fixed scalar (one per target,
+    normalised to sum 1, split evenly over the line's tests); None = the plain mean of the tests."""
+    code_duplicate_share: float = Field(0.0, ge=0.0, le=1.0)
+    """Synthetic code, warm start only: share of multi-answer oracle sets that are line 1's
+    program and behaviour-preserving rewrites of it (semantic duplicates with distinct ASTs)
+    instead of one program per line; models a base policy that sometimes repeats itself."""
 
     @model_validator(mode="after")
     def _odd_maze(self) -> TaskConfig:
         if self.maze_size % 2 == 0:
             raise ValueError(f"maze_size must be odd (rooms sit on even coordinates), got {self.maze_size}")
+        return self
+
+    @model_validator(mode="after")
+    def _one_weight_per_target(self) -> TaskConfig:
+        weights = self.code_target_weights
+        if weights is not None:
+            if len(weights) != self.code_targets:
+                raise ValueError(
+                    f"code_target_weights needs one weight per target ({self.code_targets}), got {len(weights)}"
+                )
+            if any(w < 0 for w in weights) or sum(weights) <= 0:
+                raise ValueError(f"code_target_weights must be non-negative with a positive sum, got {weights}")
         return self
 
 
@@ -182,6 +206,15 @@ class TrainingConfig(_Section):
     """AdamW learning rate of the warm start."""
     warmup_batch_size: int = Field(32, ge=1)
     """Prompts (each with its oracle completion) per warm-start step."""
+    probe_every: int = Field(0, ge=0)
+    """RL steps between probes (0 = none): the policy samples a pool on a fixed probe set (the
+    first ``probe_prompts`` training rows) at ``evaluation.temperature`` before RL (step 0) and
+    every this many steps, and logs ``probe/diversity``, ``probe/union_coverage``,
+    ``probe/best_at_<C>`` and ``probe/fixed_scalar/mean``: whether a run keeps its spread or collapses."""
+    probe_prompts: int = Field(8, ge=1)
+    """Prompts in the probe set."""
+    probe_candidates: int = Field(12, ge=1)
+    """Candidates per probe prompt (generations x m for set methods, samples for single-answer ones)."""
     recompute_old_logprobs: bool = False
     """Recompute pi_old with the training forward instead of using the sampling pass's log-probs (use with bf16/vLLM)."""
     logprob_chunk_tokens: int = Field(4096, ge=1)

@@ -101,8 +101,9 @@ def hashed_params(task: TaskConfig) -> dict[str, Any]:
     if task.name == "maze":
         params["maze_size"] = task.maze_size
     elif task.name == "synthetic_code":
-        params["code_targets"] = task.code_targets
-        params["code_tests_per_target"] = task.code_tests_per_target
+        from components.tasks import synthetic_code
+
+        params.update(synthetic_code.hashed_params(task))
     else:
         params["max_tests"] = task.max_tests
     return params
@@ -114,9 +115,9 @@ def generator_version(task: TaskConfig) -> str:
 
         return GENERATOR_VERSION
     if task.name == "synthetic_code":
-        from components.tasks.synthetic_code import GENERATOR_VERSION
+        from components.tasks import synthetic_code
 
-        return GENERATOR_VERSION
+        return synthetic_code.generator_version(task)
     return FILE_FORMAT_VERSION
 
 
@@ -258,7 +259,10 @@ def _generate(task: TaskConfig, count: int, stream: int, first: int) -> list[dic
         return [maze_row(m, f"maze-{task.seed}-{stream}-{first + i:06d}") for i, m in enumerate(mazes)]
     from components.tasks.synthetic_code import generate_problems
 
-    return generate_problems(count, task.seed, task.code_targets, task.code_tests_per_target, stream=stream, first=first)
+    return generate_problems(
+        count, task.seed, task.code_targets, task.code_tests_per_target, stream=stream, first=first,
+        layout=task.code_layout,
+    )
 
 
 def _content_key(row: dict[str, Any]) -> str:

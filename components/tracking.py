@@ -42,7 +42,7 @@ from mlflow.tracking import MlflowClient
 from components.config import RunConfig, flatten_config
 
 STAGES = ("prep", "train", "evaluate")
-METRIC_GROUPS = ("reward", "train", "vpo", "time", "eval", "data", "warmstart", "system")
+METRIC_GROUPS = ("reward", "train", "vpo", "probe", "time", "eval", "data", "warmstart", "system")
 """Top-level metric prefixes; a metric key without one is filed under ``train/``."""
 _SECRET_NAME = re.compile(r"(password|passwd|secret|token|credential|access_key|api_key)", re.I)
 _TAG_KIND, _TAG_NAME, _TAG_HASH, _TAG_STAGE = "vpo.kind", "vpo.run_name", "vpo.config_hash", "vpo.stage"

@@ -31,12 +31,14 @@ target programs}``; instance i depends only on (seed, stream, i).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
+import torch
 
 from components.config import TaskConfig
 from components.sandbox.problem import CodeProblem, TestCase
@@ -46,6 +48,9 @@ from components.tasks.base import Row
 from components.tasks.code import SandboxCodeTask, problem_of, variant_programs
 
 GENERATOR_VERSION = "synthetic-code-v2"
+"""Version of the ``uniform`` layout's rows (unchanged since run 2: its datasets keep their hash)."""
+GENERATOR_VERSIONS = {"uniform": GENERATOR_VERSION, "easy_first": "synthetic-code-v3-easy-first"}
+"""Row-generator version per ``task.code_layout``."""
 TIME_LIMIT_S = 2.0
 """Per-test wall-clock limit of synthetic problems (the config's sandbox.timeout_s caps it too)."""
 _MAX_ATTEMPTS = 1000
@@ -70,6 +75,8 @@ def _grammar() -> list[str]:
 
 
 GRAMMAR = tuple(_grammar())
+EASY = 27
+"""GRAMMAR[:EASY] are the families x+B, x-B, B-x: the constant reads off f(0), no slope to infer."""
 
 
 def program_of(expr: str) -> str:
@@ -85,19 +92,26 @@ def _outputs(num_inputs: int) -> np.ndarray:
     return np.stack([np.broadcast_to(eval(expr, {}, {"x": x}), x.shape) for expr in GRAMMAR])  # noqa: S307
 
 
-def _candidate(rng: np.random.Generator, targets: int, per_target: int) -> np.ndarray | None:
+def _candidate(rng: np.random.Generator, targets: int, per_target: int, layout: str = "uniform") -> np.ndarray | None:
     """(T,) grammar indices of the targets if they give T different outputs on every input.
 
     Each target is replaced by the first grammar expression with the same
     outputs on the shown inputs (``x+2`` rather than ``x%4+2`` on 0..2), so the
-    oracle program is a function of the prompt.
+    oracle program is a function of the prompt. ``easy_first``: line 1 from
+    GRAMMAR[:EASY], the others from the rest, judged after that canonicalisation.
     """
     table = _outputs(per_target)
-    chosen = rng.choice(len(GRAMMAR), size=targets, replace=False)
+    if layout == "easy_first":
+        chosen = np.concatenate([rng.choice(EASY, size=1), EASY + rng.choice(len(GRAMMAR) - EASY, size=targets - 1, replace=False)])
+    else:
+        chosen = rng.choice(len(GRAMMAR), size=targets, replace=False)
     outputs = table[chosen]  # (T, t)
     if not np.all(np.diff(np.sort(outputs, axis=0), axis=0) != 0):
         return None
-    return np.argmax((table[None, :, :] == outputs[:, None, :]).all(axis=2), axis=1)
+    canonical = np.argmax((table[None, :, :] == outputs[:, None, :]).all(axis=2), axis=1)
+    if layout == "easy_first" and (canonical[0] >= EASY or (canonical[1:] < EASY).any()):
+        return None
+    return canonical
 
 
 def make_problem(problem_id: str, exprs: Sequence[str], per_target: int) -> CodeProblem:
@@ -113,13 +127,14 @@ def make_problem(problem_id: str, exprs: Sequence[str], per_target: int) -> Code
 
 
 def generate_problems(
-    count: int, seed: int, targets: int = 3, per_target: int = 3, stream: int = 0, first: int = 0
+    count: int, seed: int, targets: int = 3, per_target: int = 3, stream: int = 0, first: int = 0,
+    layout: str = "uniform",
 ) -> list[Row]:
-    """Rows of instances ``first .. first+count-1``; instance i depends only on (seed, stream, i)."""
+    """Rows of instances ``first .. first+count-1``; instance i depends only on (seed, stream, i, layout)."""
     rows = []
     for i in range(first, first + count):
         for attempt in range(_MAX_ATTEMPTS):
-            found = _candidate(np.random.default_rng([seed, stream, i, attempt]), targets, per_target)
+            found = _candidate(np.random.default_rng([seed, stream, i, attempt]), targets, per_target, layout)
             if found is not None:
                 break
         else:
@@ -149,6 +164,13 @@ class SyntheticCodeTask(SandboxCodeTask):
         super().__init__(sandbox)
         self.k = cfg.code_targets * cfg.code_tests_per_target
         self.objective_names = objective_names(cfg)
+        self.cfg = cfg
+
+    @property
+    def fixed_weights(self) -> torch.Tensor:
+        """Each line's ``code_target_weights`` share split evenly over its tests (plain mean when unset)."""
+        line = torch.tensor(self.cfg.code_target_weights or [1.0] * self.cfg.code_targets, dtype=torch.float32)
+        return (line / line.sum()).repeat_interleave(self.cfg.code_tests_per_target) / self.cfg.code_tests_per_target
 
     def build_prompt(self, row: Row, m: int, tokenizer: Any | None = None) -> str:
         head = f"Write f(x) with\n{pairs_text(problem_of(row['problem']))}\n"
@@ -166,5 +188,35 @@ class SyntheticCodeTask(SandboxCodeTask):
         return problems
 
     def oracle_answers(self, row: Row, m: int) -> list[str]:
-        """The target programs (first m), then AST-distinct rewrites of them up to m."""
-        return variant_programs(json.loads(row["programs"]), m)
+        """The target programs (first m), then AST-distinct rewrites of them up to m.
+
+        ``easy_first`` rows: a single answer is the program of line ``hash(id) % T`` (the
+        warm start shows every line, RL picks), and a ``code_duplicate_share`` of the
+        multi-answer sets are line 1's program plus its rewrites (:func:`_row_fraction`).
+        """
+        programs = json.loads(row["programs"])
+        if self.cfg.code_layout == "easy_first":
+            if m == 1:
+                return [programs[int(_row_fraction(row, "line") * len(programs))]]
+            if _row_fraction(row, "duplicates") < self.cfg.code_duplicate_share:
+                return variant_programs(programs[:1], m)
+        return variant_programs(programs, m)
+
+
+def _row_fraction(row: Row, purpose: str) -> float:
+    """A deterministic number in [0, 1) from a row's id and a purpose (stable across processes)."""
+    digest = hashlib.sha256(f"{purpose}:{row['id']}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def generator_version(cfg: TaskConfig) -> str:
+    """The row-generator version of ``cfg.code_layout`` (part of the dataset hash)."""
+    return GENERATOR_VERSIONS[cfg.code_layout]
+
+
+def hashed_params(cfg: TaskConfig) -> dict[str, Any]:
+    """The synthetic-code fields that determine the rows (the layout only when not the original one)."""
+    params: dict[str, Any] = {"code_targets": cfg.code_targets, "code_tests_per_target": cfg.code_tests_per_target}
+    if cfg.code_layout != "uniform":
+        params["code_layout"] = cfg.code_layout
+    return params

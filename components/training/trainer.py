@@ -214,8 +214,12 @@ class Trainer:
         start = self.setup(resume)
         metrics = self.metrics
         uri = self.latest[1] if self.latest is not None else self.warm_uri
+        if tc.probe_every and start == 0 and tc.steps > 0 and self.callback is not None:
+            self.callback.on_step(0, self.probe(), None)
         for step in range(start + 1, tc.steps + 1):
             metrics, samples = self.step(step)
+            if tc.probe_every and step % tc.probe_every == 0:
+                metrics = {**metrics, **self.probe()}
             if self.callback is not None:
                 self.callback.on_step(step, metrics, samples)
             if step % tc.checkpoint_every == 0 or step == tc.steps:
@@ -347,6 +351,33 @@ class Trainer:
         if step % cfg.tracking.log_rollouts_every == 0:
             samples = _samples(rollouts, prompts, answers, scored.rewards, scored.mask, advantages)
         return metrics, samples
+
+    def probe(self) -> dict[str, float]:
+        """Search metrics of a pool sampled on the fixed probe set (rank 0; ``probe/*`` keys).
+
+        The probe set is the first ``training.probe_prompts`` training rows; the pool has
+        ``training.probe_candidates`` candidates per prompt at ``evaluation.temperature``, with a
+        fixed seed, so successive probes differ only by the policy.
+        """
+        from components.evaluation import pool_metrics, sample_pool
+
+        if not self.ctx.is_main:
+            return {}
+        tc = self.cfg.training
+        with root_unsharded(self.policy):
+            pool = sample_pool(
+                self.task, self.engine, self.rows[: tc.probe_prompts],
+                generations=max(1, tc.probe_candidates // self.m), num_answers=self.m,
+                temperature=self.cfg.evaluation.temperature, max_new_tokens=self.cfg.rollout.max_new_tokens,
+                seed=self.cfg.evaluation.seed, tokenizer=self.tokenizer,
+            )
+        flat, _, _ = pool_metrics(
+            pool, self.task.fixed_weights, max_k=pool.rewards.shape[1], objective_names=self.task.objective_names,
+            generator=torch.Generator().manual_seed(self.cfg.evaluation.seed),
+        )
+        size = pool.rewards.shape[1]
+        keys = ("diversity", "union_coverage", f"best_at_{size}", "fixed_scalar/mean", "valid_fraction")
+        return {f"probe/{key}": flat[f"eval/{key}"] for key in keys}
 
     def _throughput(self, rollouts: Rollouts, t_gen: float, t_update: float, t_step: float) -> dict[str, float]:
         counts = all_reduce_sum(torch.tensor([rollouts.num_completion_tokens, rollouts.num_prompt_tokens]), self.ctx)
