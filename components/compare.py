@@ -59,7 +59,8 @@ class Summary:
     n: int
 
     def __str__(self) -> str:
-        return f"{self.mean:.3f} ± {self.stderr:.3f}"
+        """``mean ± s.e.``; the mean alone for a single run (no spread to report)."""
+        return f"{self.mean:.3f}" if self.n == 1 else f"{self.mean:.3f} ± {self.stderr:.3f}"
 
 
 @dataclass
@@ -116,8 +117,22 @@ def group_runs(runs: Sequence[RunRecord], required_metric: str = "eval/best_at_1
 
 
 def _columns(groups: Sequence[MethodGroup]) -> list[tuple[str, str]]:
+    """Headline metrics some run has and some run has non-zero (see :func:`all_zero_metrics`)."""
+    zero = set(all_zero_metrics(groups))
     present = {key for g in groups for r in g.runs for key in r.metrics}
-    return [(key, label) for key, label in HEADLINE_METRICS if key in present]
+    return [(key, label) for key, label in HEADLINE_METRICS if key in present and label not in zero]
+
+
+def all_zero_metrics(groups: Sequence[MethodGroup]) -> list[str]:
+    """Labels of headline metrics that are exactly 0 in every run, left out of the tables: on the
+    synthetic tasks no single answer passes every test by construction, so pass@k is 0 for all."""
+    values: dict[str, list[float]] = defaultdict(list)
+    for g in groups:
+        for r in g.runs:
+            for key, label in HEADLINE_METRICS:
+                if key in r.metrics:
+                    values[label].append(r.metrics[key])
+    return [label for _, label in HEADLINE_METRICS if values.get(label) and not any(values[label])]
 
 
 def rich_tables(groups: Sequence[MethodGroup], title: str) -> list[Table]:
@@ -133,6 +148,9 @@ def rich_tables(groups: Sequence[MethodGroup], title: str) -> list[Table]:
             table.add_column(f"{g.method} (n={len(g.runs)})", justify="right")
         for key, label in _columns(task_groups):
             table.add_row(label, *(str(g.summary(key) or "—") for g in task_groups))
+        zero = all_zero_metrics(task_groups)
+        if zero:
+            table.caption = f"0 in every run, left out: {', '.join(zero)}"
         tables.append(table)
     return tables
 
