@@ -58,8 +58,8 @@ class TaskConfig(_Section):
     """Synthetic code: tests per target, on inputs 0..this-1 (k = targets x this)."""
     code_layout: Literal["uniform", "easy_first"] = "uniform"
     """Synthetic code: ``uniform`` draws every target from the whole grammar (generator v2);
-    ``easy_first`` draws line 1 from the families whose constant reads off f(0) (x+B, x-B,
-    B-x) and the other lines from the harder ones (x*A+B, x*x+B, x%A+B, ...): generator v3,
+    ``easy_first`` draws line 1 from ``x+B`` (copy f(0)) and the other lines from the rest of
+    the grammar (x*A+B, B-x, x*x+B, x%A+B, ...: a slope or shape to infer): generator v3,
     the task where VPO, Multi-RLVR and GRPO optimise different things (docs/tasks.md)."""
     code_target_weights: list[float] | None = None
     """Synthetic code: relative weight of each target line in the fixed scalar (one per target,

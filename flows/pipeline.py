@@ -106,14 +106,22 @@ def log_headline(parent_run_id: str, report: EvalReport) -> None:
 
 
 def method_variant(cfg: RunConfig, method: str) -> RunConfig:
-    """``cfg`` for one method of a comparison: its own run name, estimator and answer count."""
+    """``cfg`` for one method of a comparison: its own run name, estimator and answer count.
+
+    Matched compute (docs/results.md): from a set config (G generations of m answers, T new
+    tokens), a single-answer method samples G x m answers of ceil(T / m) tokens each, so
+    every method sees as many answers and about as many generated tokens per prompt.
+    """
     data = cfg.model_dump()
     data["name"] = f"{cfg.name}-{method}"
     data["estimator"]["name"] = method
+    m = cfg.task.num_answers
     if method in {"vpo", "multi_rlvr"}:
-        data["task"]["num_answers"] = max(2, cfg.task.num_answers)
+        data["task"]["num_answers"] = max(2, m)
     else:
         data["task"]["num_answers"] = 1
+        data["rollout"]["group_size"] = cfg.rollout.group_size * m
+        data["rollout"]["max_new_tokens"] = -(-cfg.rollout.max_new_tokens // m)
     if cfg.tracking.registered_model:
         data["tracking"]["registered_model"] = f"{cfg.tracking.registered_model}-{method}"
     return RunConfig.model_validate(data)

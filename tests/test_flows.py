@@ -56,6 +56,11 @@ def test_method_variants_are_valid_configs(method, m):
     assert variant.name == f"demo-{method}"
     assert variant.estimator.name == method and variant.task.num_answers == m
     assert variant.tracking.registered_model == f"demo-{method}"
+    # matched compute: as many answers and about as many new tokens per prompt for every method
+    answers = variant.rollout.group_size * variant.task.num_answers
+    assert answers == cfg.rollout.group_size * 3
+    assert abs(variant.rollout.max_new_tokens * variant.rollout.group_size
+               - cfg.rollout.max_new_tokens * cfg.rollout.group_size) <= variant.rollout.group_size
 
 
 def test_headline_thins_k_curves():

@@ -75,8 +75,8 @@ def _grammar() -> list[str]:
 
 
 GRAMMAR = tuple(_grammar())
-EASY = 27
-"""GRAMMAR[:EASY] are the families x+B, x-B, B-x: the constant reads off f(0), no slope to infer."""
+EASY = 9
+"""GRAMMAR[:EASY] is the family x+B: copy f(0) after ``x+``, nothing to infer (the ``easy_first`` line 1)."""
 
 
 def program_of(expr: str) -> str:
@@ -98,7 +98,7 @@ def _candidate(rng: np.random.Generator, targets: int, per_target: int, layout: 
     Each target is replaced by the first grammar expression with the same
     outputs on the shown inputs (``x+2`` rather than ``x%4+2`` on 0..2), so the
     oracle program is a function of the prompt. ``easy_first``: line 1 from
-    GRAMMAR[:EASY], the others from the rest, judged after that canonicalisation.
+    GRAMMAR[:EASY] (x+B), the others from the rest, judged after that canonicalisation.
     """
     table = _outputs(per_target)
     if layout == "easy_first":
