@@ -36,8 +36,11 @@ HEADLINE_METRICS: tuple[tuple[str, str], ...] = (
     ("eval/union_coverage", "coverage"),
     ("eval/pareto/fraction", "pareto frac"),
     ("eval/valid_fraction", "valid"),
+    ("train/climb_se", "RL climb (s.e.)"),
+    ("probe/diversity_change", "probe div. Δ"),
 )
-"""(MLflow metric key, column label) of the comparison table, in order."""
+"""(MLflow metric key, column label) of the comparison table, in order (the last two are
+:func:`derived_metrics` of the training run's histories)."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,88 @@ def summarise(values: Sequence[float]) -> Summary:
         return Summary(mean, 0.0, 1)
     variance = sum((v - mean) ** 2 for v in values) / (n - 1)
     return Summary(mean, math.sqrt(variance / n), n)
+
+
+def paired_difference(a: MethodGroup, b: MethodGroup, key: str) -> Summary | None:
+    """mean ± s.e. over seeds of ``a[key] - b[key]``, runs paired by ``training.seed`` (seeds
+    present in both groups); None when no seed has the metric in both."""
+    by_seed = {r.params.get(SEED_PARAM): r.metrics[key] for r in b.runs if key in r.metrics}
+    diffs = [r.metrics[key] - by_seed[seed] for r in a.runs
+             if key in r.metrics and (seed := r.params.get(SEED_PARAM)) in by_seed]
+    return summarise(diffs) if diffs else None
+
+
+def quarter_climb(values: Sequence[float]) -> Summary:
+    """How far a training curve rose: mean of the last quarter of ``values`` minus the mean of
+    the first quarter, with the standard error of that difference (Welch: sqrt(s1²/n1 + s2²/n2)),
+    ``n`` = steps per quarter. Needs at least 8 values (two per quarter)."""
+    n = len(values) // 4
+    if n < 2:
+        raise ValueError(f"quarter_climb needs at least 8 values, got {len(values)}")
+    first, last = summarise(values[:n]), summarise(values[-n:])
+    return Summary(last.mean - first.mean, math.hypot(first.stderr, last.stderr), n)
+
+
+PAIRED_METRICS: tuple[tuple[str, str], ...] = (
+    ("eval/best_at_1", "best@1"),
+    ("eval/best_at_10", "best@10"),
+    ("eval/best_at_30", "best@30"),
+    ("eval/best_at_30_minus_1", "best@30 − best@1"),
+    ("eval/diversity", "diversity"),
+    ("probe/diversity_change", "probe diversity Δ"),
+)
+"""Rows of the paired table (:func:`paired_tables`); derived keys come from :func:`derived_metrics`."""
+
+
+def climbed_objective(method: str) -> str:
+    """The training metric an estimator climbs: VPO's own-set E_w[max]; the fixed scalar otherwise
+    (Multi-RLVR's sum over answers is m times the logged per-answer mean: the same curve, scaled)."""
+    return "vpo/own_set_expected_max" if method == "vpo" else "reward/fixed/mean"
+
+
+def derived_metrics(metrics: dict[str, float], histories: dict[str, list[float]]) -> dict[str, float]:
+    """Per-run numbers the paired analysis needs beyond the final metrics.
+
+    ``eval/best_at_30_minus_1`` (how much 29 extra samples add); from the training run's metric
+    histories (values in step order): ``train/climb_se`` = :func:`quarter_climb` of the objective
+    the estimator climbs (:func:`climbed_objective`, passed as ``histories["objective"]``) divided by
+    its s.e., and ``probe/diversity_change`` = last minus first
+    probe.
+    """
+    out: dict[str, float] = {}
+    if "eval/best_at_30" in metrics and "eval/best_at_1" in metrics:
+        out["eval/best_at_30_minus_1"] = metrics["eval/best_at_30"] - metrics["eval/best_at_1"]
+    objective = histories.get("objective", [])
+    if len(objective) >= 8:
+        climb = quarter_climb(objective)
+        out["train/climb"] = climb.mean
+        out["train/climb_se"] = climb.mean / climb.stderr if climb.stderr > 0 else math.inf
+    probe = histories.get("probe/diversity", [])
+    if len(probe) >= 2:
+        out["probe/diversity_change"] = probe[-1] - probe[0]
+    return out
+
+
+def paired_tables(groups: Sequence[MethodGroup], title: str) -> list[Table]:
+    """Every pair of methods of a task, paired by seed: mean ± s.e. of the per-seed differences."""
+    by_task: dict[str, list[MethodGroup]] = defaultdict(list)
+    for g in groups:
+        by_task[g.task].append(g)
+    tables = []
+    for task, task_groups in sorted(by_task.items()):
+        pairs = [(a, b) for i, a in enumerate(task_groups) for b in task_groups[i + 1:]]
+        if not pairs:
+            continue
+        table = Table(title=f"{title}: {task}")
+        table.add_column("metric")
+        for a, b in pairs:
+            table.add_column(f"{a.method} − {b.method}", justify="right")
+        for key, label in PAIRED_METRICS:
+            cells = [paired_difference(a, b, key) for a, b in pairs]
+            if any(c is not None for c in cells):
+                table.add_row(label, *(f"{c} (n={c.n})" if c is not None else "—" for c in cells))
+        tables.append(table)
+    return tables
 
 
 def group_runs(runs: Sequence[RunRecord], required_metric: str = "eval/best_at_1") -> list[MethodGroup]:

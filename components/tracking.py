@@ -147,6 +147,18 @@ def _search(client: MlflowClient, exp_id: str, filters: Mapping[str, str]) -> li
     return client.search_runs([exp_id], filter_string=clause, order_by=["attributes.start_time DESC"])
 
 
+def stage_histories(client: MlflowClient, exp_id: str, run_name: str, stage: str,
+                    keys: Mapping[str, str]) -> dict[str, list[float]]:
+    """Metric histories (values in step order) of the newest ``stage`` run of pipeline ``run_name``:
+    ``{alias: values}`` for ``keys = {alias: metric key}``; empty lists when absent."""
+    runs = _search(client, exp_id, {_TAG_STAGE: stage, _TAG_NAME: run_name})
+    if not runs:
+        return {alias: [] for alias in keys}
+    run_id = runs[0].info.run_id
+    return {alias: [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+            for alias, key in keys.items()}
+
+
 def start_pipeline_run(cfg: RunConfig) -> str:
     """The parent run of this pipeline run: the unfinished one with the same name and
     config hash when there is one (a resumed pipeline), else a new run. Returns its id."""

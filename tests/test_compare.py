@@ -9,7 +9,15 @@ import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from components.compare import RunRecord, group_runs, markdown_table, summarise
+from components.compare import (
+    RunRecord,
+    derived_metrics,
+    group_runs,
+    markdown_table,
+    paired_difference,
+    quarter_climb,
+    summarise,
+)
 from flows.cli import app
 
 MAX_K = 5
@@ -22,6 +30,34 @@ def test_summarise_mean_and_standard_error() -> None:
     assert summarise([0.5]).stderr == 0.0
     with pytest.raises(ValueError):
         summarise([])
+
+
+def test_paired_difference_pairs_runs_by_seed() -> None:
+    def run(method, seed, value):
+        return RunRecord(f"{method}{seed}", {"estimator.name": method, "task.name": "t", "training.seed": seed},
+                         {"eval/best_at_1": value})
+
+    vpo, grpo = group_runs([run("vpo", "1", 0.5), run("vpo", "2", 0.9), run("vpo", "3", 0.4),
+                            run("grpo", "2", 0.6), run("grpo", "1", 0.3)])[::-1]
+    d = paired_difference(vpo, grpo, "eval/best_at_1")  # seeds 1 and 2: differences 0.2 and 0.3
+    assert d.n == 2 and d.mean == pytest.approx(0.25) and d.stderr == pytest.approx(0.05)
+    assert paired_difference(vpo, grpo, "eval/missing") is None
+
+
+def test_quarter_climb_and_the_derived_training_metrics() -> None:
+    flat = [0.1, 0.2] * 8
+    assert quarter_climb(flat).mean == pytest.approx(0.0)
+    rising = [0.1, 0.2, 0.1, 0.2, 0.5, 0.5, 0.5, 0.5, 0.8, 0.9, 0.8, 0.9]
+    climb = quarter_climb(rising)  # quarters of 3: (0.1, 0.2, 0.1) -> (0.9, 0.8, 0.9)
+    assert climb.n == 3 and climb.mean == pytest.approx((2.6 - 0.4) / 3)
+    assert climb.stderr == pytest.approx(math.hypot(summarise([0.1, 0.2, 0.1]).stderr, summarise([0.9, 0.8, 0.9]).stderr))
+    with pytest.raises(ValueError):
+        quarter_climb([1.0] * 7)
+    derived = derived_metrics({"eval/best_at_1": 0.2, "eval/best_at_30": 0.5},
+                              {"objective": rising, "probe/diversity": [2.0, 1.5, 1.0]})
+    assert derived["eval/best_at_30_minus_1"] == pytest.approx(0.3)
+    assert derived["train/climb_se"] == pytest.approx(climb.mean / climb.stderr)
+    assert derived["probe/diversity_change"] == pytest.approx(-1.0)
 
 
 def test_group_runs_skips_unevaluated_and_groups_by_task_and_method() -> None:

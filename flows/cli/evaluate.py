@@ -116,7 +116,7 @@ def compare(
     log: bool = typer.Option(True, help="Log the files to a 'comparison' run in the experiment."),
 ) -> None:
     """Methods side by side: mean ± standard error over seeds, from the experiment's evaluated runs."""
-    from components.compare import group_runs, rich_tables, write_comparison
+    from components.compare import group_runs, paired_tables, rich_tables, write_comparison
 
     uri = resolve_uri(tracking_uri)
     runs = fetch_runs(experiment, uri)
@@ -128,6 +128,8 @@ def compare(
     out_dir = out / experiment
     files = write_comparison(groups, out_dir, title=f"Experiment {experiment}")
     for table in rich_tables(groups, title=f"{experiment}, mean ± standard error over seeds"):
+        console.print(table)
+    for table in paired_tables(groups, title=f"{experiment}, differences paired by seed (mean ± s.e.)"):
         console.print(table)
     console.print(f"written: {files.markdown}, {files.csv}, {len(files.plots)} plots in {out_dir}")
     if log:
@@ -157,8 +159,22 @@ def fetch_runs(experiment: str, tracking_uri: str):
         raise typer.Exit(1)
     runs = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'",
                               max_results=5000)
-    return [RunRecord(run_id=r.info.run_id, params=dict(r.data.params), metrics=dict(r.data.metrics),
+    return [RunRecord(run_id=r.info.run_id, params=dict(r.data.params),
+                      metrics={**r.data.metrics, **_training_metrics(client, exp.experiment_id, r)},
                       name=r.info.run_name or "") for r in runs]
+
+
+def _training_metrics(client, exp_id: str, run) -> dict[str, float]:
+    """:func:`components.compare.derived_metrics` of an evaluated pipeline run (its train stage's curves)."""
+    from components.compare import climbed_objective, derived_metrics
+    from components.tracking import stage_histories
+
+    metrics, params = dict(run.data.metrics), run.data.params
+    if "eval/best_at_1" not in metrics or run.data.tags.get("vpo.kind") != "pipeline":
+        return {}
+    keys = {"objective": climbed_objective(params.get("estimator.name", "")), "probe/diversity": "probe/diversity"}
+    histories = stage_histories(client, exp_id, run.data.tags.get("vpo.run_name", ""), "train", keys)
+    return derived_metrics(metrics, histories)
 
 
 def log_comparison(experiment: str, tracking_uri: str, files) -> str:

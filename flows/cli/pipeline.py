@@ -60,6 +60,7 @@ def demo(
     _offline_prefect()
     from components.compare import RunRecord, group_runs, rich_tables, write_comparison
     from components.tracking import resolve_tracking_uri
+    from flows.cli.evaluate import _training_metrics
     from flows.pipeline import demo_flow
 
     results = demo_flow(cfg, methods=[m.strip() for m in methods.split(",") if m.strip()], ray_address=ray)
@@ -69,13 +70,17 @@ def demo(
     records = []
     for r in results:
         run = client.get_run(r.mlflow_run_id)
+        training = _training_metrics(client, run.info.experiment_id, run)
         records.append(RunRecord(run_id=r.mlflow_run_id, params=dict(run.data.params),
-                                 metrics=r.eval_metrics, name=r.name))
+                                 metrics={**r.eval_metrics, **training}, name=r.name))
     groups = group_runs(records)
-    for table in rich_tables(groups, title=f"{methods} (this demo's runs)"):
+    for table in rich_tables(groups, title=f"{methods} (this demo's runs, one seed each)"):
         console.print(table)
     files = write_comparison(groups, Path("runs/compare") / cfg.name, title=f"Demo {cfg.name}")
     console.print(f"comparison written to {files.markdown}")
+    for name, path in sorted(files.plots.items()):
+        console.print(f"  plot {name}: {path}")
+    console.print("  what these numbers mean, and run 3 (5 seeds, same task): docs/results.md")
     uri = resolve_tracking_uri(cfg)
     console.print("\n[bold]Open what this run wrote[/]")
     if uri.startswith("sqlite:"):
