@@ -27,7 +27,7 @@ test: setup  ## the whole test suite (Docker tests skip, with the reason, when n
 demo: setup  ## the whole pipeline offline on CPU: prep, warm start, VPO + GRPO, evaluation, comparison
 	@if docker info >/dev/null 2>&1; then $(BIN)/vpo sandbox build-image; \
 	else echo "WARNING: no Docker engine answers: the demo will use the weaker PROCESS sandbox"; fi
-	$(BIN)/vpo demo
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/vpo demo  # one torch thread: on 2 shared cores two ran 10-15x slower
 
 lint: setup
 	$(BIN)/ruff check components flows tests bench

@@ -165,12 +165,13 @@ def fetch_runs(experiment: str, tracking_uri: str):
 
 
 def _training_metrics(client, exp_id: str, run) -> dict[str, float]:
-    """:func:`components.compare.derived_metrics` of an evaluated pipeline run (its train stage's curves)."""
+    """:func:`components.compare.derived_metrics` of an evaluated run (a pipeline parent or its evaluate
+    stage), from the curves of the train stage of the same pipeline (``vpo.run_name``)."""
     from components.compare import climbed_objective, derived_metrics
     from components.tracking import stage_histories
 
     metrics, params = dict(run.data.metrics), run.data.params
-    if "eval/best_at_1" not in metrics or run.data.tags.get("vpo.kind") != "pipeline":
+    if "eval/best_at_1" not in metrics or "vpo.run_name" not in run.data.tags:
         return {}
     keys = {"objective": climbed_objective(params.get("estimator.name", "")), "probe/diversity": "probe/diversity"}
     histories = stage_histories(client, exp_id, run.data.tags.get("vpo.run_name", ""), "train", keys)

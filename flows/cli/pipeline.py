@@ -24,8 +24,10 @@ def _config_or_demo(config: Path | None, overrides: list[str] | None):
 
 
 def _offline_prefect() -> None:
-    """No usage telemetry from the temporary local API (these machines are offline anyway)."""
+    """No usage telemetry from the temporary local API (these machines are offline anyway), and time
+    for it to start on a busy 2-core machine (Prefect's 20 s default timed out under load)."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 @app.command()
