@@ -24,10 +24,11 @@ setup: $(STAMP)  ## idempotent: re-installs only when pyproject.toml changed
 test: setup  ## the whole test suite (Docker tests skip, with the reason, when no engine runs)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# One torch thread unless OMP_NUM_THREADS says otherwise: on 2 shared cores two threads ran 10-15x slower.
 demo: setup  ## the whole pipeline offline on CPU: prep, warm start, VPO + GRPO, evaluation, comparison
 	@if docker info >/dev/null 2>&1; then $(BIN)/vpo sandbox build-image; \
 	else echo "WARNING: no Docker engine answers: the demo will use the weaker PROCESS sandbox"; fi
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/vpo demo  # one torch thread: on 2 shared cores two ran 10-15x slower
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/vpo demo
 
 lint: setup
 	$(BIN)/ruff check components flows tests bench
