@@ -255,9 +255,28 @@ def experiment(
                          f"name={path.stem}-s{seed}"]
             cfg = load_config_or_exit(path, overrides)
             console.rule(f"{cfg.name}: task={cfg.task.name} method={cfg.estimator.name} seed={seed}")
+            if _evaluated(cfg):
+                console.print(f"{cfg.name}: already evaluated in experiment {name!r}, skipped")
+                continue
             summary = run_one(cfg, share_warm_start=share_warm_start)
             console.print(summary)
     console.print(f"done: vpo compare {name}")
+
+
+def _evaluated(cfg) -> bool:
+    """A finished evaluation of ``cfg.name`` exists in its experiment: re-running an interrupted
+    ``vpo experiment`` skips it (unfinished runs resume from their last checkpoint)."""
+    from mlflow.tracking import MlflowClient
+
+    from components.tracking import resolve_tracking_uri
+
+    client = MlflowClient(resolve_tracking_uri(cfg))
+    exp = client.get_experiment_by_name(cfg.tracking.experiment)
+    if exp is None:
+        return False
+    runs = client.search_runs([exp.experiment_id], filter_string=(
+        f"tags.`vpo.run_name` = '{cfg.name}' and attributes.status = 'FINISHED' and metrics.`eval/best_at_1` >= 0"))
+    return bool(runs)
 
 
 def warmstart_key(cfg) -> str:
