@@ -175,7 +175,8 @@ def paired_tables(groups: Sequence[MethodGroup], title: str) -> list[Table]:
         by_task[g.task].append(g)
     tables = []
     for task, task_groups in sorted(by_task.items()):
-        pairs = [(a, b) for i, a in enumerate(task_groups) for b in task_groups[i + 1:]]
+        ordered = sorted(task_groups, key=lambda g: (g.method != "vpo", g.method))  # "vpo − x" reads best
+        pairs = [(a, b) for i, a in enumerate(ordered) for b in ordered[i + 1:]]
         if not pairs:
             continue
         table = Table(title=f"{title}: {task}")
