@@ -34,7 +34,7 @@ demo: setup  ## the whole pipeline offline on CPU: prep, warm start, VPO + GRPO,
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/vpo demo
 
 lint: setup
-	$(BIN)/ruff check components flows tests bench
+	$(BIN)/ruff check components flows tests bench examples
 
 clean:
 	rm -rf $(VENV) runs mlruns .pytest_cache
