@@ -1,8 +1,8 @@
 """VPO for TRL's ``GRPOTrainer``: multi-answer rewards, our advantage, TRL's everything else.
 
-:class:`VPOGRPOTrainer` is ``GRPOTrainer`` with two methods wrapped (TRL has no
-advantage hook; these are the narrowest seams, unchanged in signature across
-TRL 0.2x-1.x):
+:class:`VPOGRPOTrainer` is ``GRPOTrainer`` with two methods wrapped, each calling
+TRL's own implementation (TRL has no advantage hook; these are the narrowest
+seams. Tested on TRL 1.16.0):
 
 1. ``_calculate_rewards(inputs, prompts, completions, completion_ids)``: every
    completion is parsed into ``num_answers`` = m answers (default: the
