@@ -124,6 +124,8 @@ class VPOGRPOTrainer(GRPOTrainer):
         if cfg.name not in SINGLE_ANSWER_ESTIMATORS and num_answers < 2:
             raise ValueError(f"estimator {cfg.name!r} needs num_answers >= 2 (use vpo_single for m = 1)")
         super().__init__(*args, **kwargs)
+        if getattr(self, "environment_factories", None) is not None:
+            raise ValueError("environment_factory is not supported: its rewards score whole completions, not answers")
         self.num_answers = num_answers
         self.estimator = cfg
         self.answer_parser = answer_parser
