@@ -81,7 +81,7 @@ def weight_seed(index: Sequence[Any], seed: int = 0) -> int:
 def estimator_settings(config: Any) -> tuple[EstimatorConfig, dict[str, Any]]:
     """(EstimatorConfig, our own settings) from ``algorithm.vpo`` of a verl config (or None)."""
     raw = config.get("vpo", None) if config is not None else None
-    values = dict(raw.items()) if isinstance(raw, Mapping) or hasattr(raw, "items") else {}
+    values = dict(raw.items()) if hasattr(raw, "items") else {}  # dict, DictConfig
     own = {key: values.pop(key) for key in _OWN_SETTINGS if key in values}
     return EstimatorConfig(**values), own
 
