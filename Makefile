@@ -6,7 +6,9 @@ STAMP  := $(VENV)/.installed
 # The CPU build of torch (a multi-GB CUDA build is never needed on these machines).
 # On a GPU box: make setup TORCH_SPEC='torch>=2.5,<2.14' EXTRAS=dev,gpu
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS     ?= dev,bench,evolve,ray
+EXTRAS     ?= dev,bench,evolve,ray,integrations
+# verl's estimator registry without verl's pins (transformers<5.11, packaging<26): see pyproject.
+VERL_SPEC  ?= verl==0.9.1 tensordict==0.10.0 pyvers==0.1.0
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 PYTEST_ARGS ?=
 
@@ -17,6 +19,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(FIND_LINKS) "$(TORCH_SPEC)"
 	$(BIN)/pip install -q $(FIND_LINKS) -e ".[$(EXTRAS)]"
+	$(if $(findstring integrations,$(EXTRAS)),$(BIN)/pip install -q --no-deps $(FIND_LINKS) $(VERL_SPEC))
 	touch $(STAMP)
 
 setup: $(STAMP)  ## idempotent: re-installs only when pyproject.toml changed
@@ -31,7 +34,7 @@ demo: setup  ## the whole pipeline offline on CPU: prep, warm start, VPO + GRPO,
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/vpo demo
 
 lint: setup
-	$(BIN)/ruff check components flows tests bench
+	$(BIN)/ruff check components flows tests bench examples
 
 clean:
 	rm -rf $(VENV) runs mlruns .pytest_cache
