@@ -249,3 +249,14 @@ def test_vpo_train_command_preps_and_trains(tmp_path):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "runs" / "cli" / "checkpoints" / "step-000001" / "COMPLETE").exists()
     assert (tmp_path / "runs" / "cli" / "checkpoints" / "warmstart" / "COMPLETE").exists()
+
+
+def test_probe_logs_pool_metrics_before_rl_and_every_n_steps(tmp_path):
+    cfg = toy_config(tmp_path, "training.probe_every=2", "training.probe_prompts=2",
+                     "training.probe_candidates=4", "training.kl_coef=0")
+    rec = Recorder()
+    train_on_task(cfg, LettersTask(), ROWS, callback=rec, resume=False)
+    probed = {step: m for step, m, _ in rec.steps if "probe/diversity" in m}
+    assert sorted(probed) == [0, 2]  # before RL, then every 2 steps
+    assert {"probe/diversity", "probe/union_coverage", "probe/best_at_4", "probe/fixed_scalar/mean"} <= probed[2].keys()
+    assert "train/loss" not in probed[0]
