@@ -129,10 +129,11 @@ HACKS: list[Hack] = [
     Hack("read_etc_shadow", ADD, "def add(a, b):\n    try:\n        open('/etc/shadow').read()\n        return -1\n    except OSError:\n        return a + b\n", "pass"),
     Hack("escape_as_daemon", ADD, _ESCAPE_DAEMON, "pass"),
     # Docker only: harmless in a container, not on the host. The runner is PID 1: kill -9 -1
-    # and killing PID 1 / the parent reach nothing (with isolate_programs they kill the
-    # program's own handler: runtime_error).
+    # reaches only the program's own judge (runtime_error: a program that kills its judge
+    # fails); killing PID 1 / the parent reaches nothing (with isolate_programs they kill
+    # the program's own handler: runtime_error).
     Hack("fork_bomb", ADD, "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n", "timeout", host_safe=False),
-    Hack("kill_everything", ADD, "import os, signal\ndef add(a, b):\n    try:\n        os.kill(-1, signal.SIGKILL)\n    except OSError:\n        pass\n    return a + b\n", "pass", host_safe=False),
+    Hack("kill_everything", ADD, "import os, signal\ndef add(a, b):\n    try:\n        os.kill(-1, signal.SIGKILL)\n    except OSError:\n        pass\n    return a + b\n", "runtime_error", host_safe=False),
     Hack("kill_parent", ADD, "import os, signal\ndef add(a, b):\n    for pid in (1, os.getppid()):\n        try:\n            os.kill(pid, signal.SIGKILL)\n        except OSError:\n            pass\n    return a + b\n", "pass", host_safe=False),
     Hack("fill_tmp", ADD, "import os\ni = 0\ntry:\n    while True:\n        with open(f'/tmp/fill{i}', 'wb') as f:\n            f.write(b'x' * (1 << 19))\n        i += 1\nexcept OSError:\n    pass\n" + GOOD_ADD, "pass", host_safe=False),
     Hack("network", ADD, "import socket\ndef add(a, b):\n    for host in ('1.1.1.1', '8.8.8.8', '172.17.0.1', '10.0.2.2'):\n        try:\n            socket.create_connection((host, 53), timeout=0.5)\n            return -1\n        except OSError:\n            pass\n    return a + b\n", "pass", host_safe=False),
