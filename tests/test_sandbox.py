@@ -33,7 +33,7 @@ from components.sandbox import (
     load_problems,
     open_sandbox,
 )
-from components.sandbox.judge import plan_test, stdout_matches
+from components.sandbox.judge import build_program, plan_problem, plan_test, stdout_matches
 from components.sandbox.loaders import (
     decode_lcb_tests,
     humaneval_records,
@@ -65,18 +65,45 @@ def test_assert_tests_keep_expected_values_out_of_the_sandbox():
                  f"assert abs(candidate(3) - {sentinel}.5) < 1e-6", f"assert candidate(3) == ({sentinel}, 2 * 3)",
                  f"assert tuple(candidate(3)) == tuple([{sentinel}])"):
         planned = plan_test(TestCase(kind="assert", input=stmt))
-        assert planned.spec["mode"] == "eval", stmt
+        assert planned.spec["mode"] in ("call", "eval"), stmt
         assert sentinel not in json.dumps(planned.spec), stmt
     func = plan_test(TestCase(kind="functional", input="[1, 2]", expected=sentinel, fn_name="f"))
     stdin = plan_test(TestCase(kind="stdin", input="1 2", expected=sentinel))
     assert sentinel not in json.dumps(func.spec) + json.dumps(stdin.spec)
 
 
-def test_in_child_comparisons_are_never_split():
-    # Splitting these would let a custom __eq__ inside the candidate decide the result.
+def test_other_statements_run_whole_in_the_judge():
     for stmt in ("assert all(candidate(x) == 1 for x in range(3))", "assert (candidate(1) == 2) is True",
                  "assert candidate(1) == x"):
         assert plan_test(TestCase(kind="assert", input=stmt)).spec["mode"] == "exec"
+
+
+def test_direct_calls_with_constant_arguments_are_sent_ahead():
+    spec = plan_test(TestCase(kind="assert", input="import math\nassert candidate([1, 2], k=(3,)) == 1")).spec
+    assert spec == {"mode": "call", "fn_name": None, "class_name": None, "args": [[1, 2]],
+                    "kwargs": {"__dict__": [["k", {"__tuple__": [3]}]]}}
+    for stmt in ("assert candidate(x) == 1", "assert sorted(candidate(1)) == [1]",
+                 "candidate = abs\nassert candidate(-1) == 1", "def candidate(x):\n    return x\nassert candidate(1) == 1"):
+        assert plan_test(TestCase(kind="assert", input=stmt)).spec["mode"] in ("eval", "exec"), stmt
+
+
+def test_no_test_statement_in_the_public_part():
+    """What a candidate's process may hold: its code, limits and stdin inputs; never a test."""
+    sentinel = "918273645"
+    problem = CodeProblem(problem_id="p", entry_point="f", prelude="import math", tests=(
+        TestCase(kind="assert", input=f"for x in [1]:\n    assert candidate(x) == {sentinel}"),
+        TestCase(kind="assert", input=f"assert candidate(1) == {sentinel}"),
+        TestCase(kind="functional", fn_name="f", input="[1]", expected=sentinel),
+        TestCase(kind="stdin", input="1\n", expected=sentinel)))
+    request = build_program(problem, "def f(x):\n    return x\n", plan_problem(problem),
+                            time_limit_s=1, memory_mb=64, output_limit=1000)
+    assert sentinel not in json.dumps(request.public)
+    assert [t["mode"] for t in request.public["tests"]] == ["judged"] * 3 + ["stdin"]
+    assert sentinel in json.dumps(request.judged) and request.judged["tests"][3] is None
+    header, rest = request.frame(7).split(b"\n", 1)
+    n_public, n_judged = map(int, header.split())
+    assert json.loads(rest[:n_public])["id"] == 7 and json.loads(rest[n_public:]) == request.judged
+    assert n_public + n_judged == len(rest)
 
 
 # ------------------------------------------------------------------ loaders

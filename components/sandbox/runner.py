@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import array
 import builtins
+import collections
 import fcntl
 import io
 import json
@@ -88,6 +89,8 @@ PRELOAD = (
 EXCERPT_BYTES = 2000
 HOST_CHECK_S = 0.2
 """How often a handler checks, while a program runs, whether the host went away."""
+CALLS_AHEAD_BYTES = 32 << 10
+"""Most bytes of calls the judge sends ahead of their answers (well under a socket buffer)."""
 JUDGE_GRACE_S = 0.2
 """When the judge stops early: how long to wait for the candidate's exit that caused it."""
 EXIT_INPUT_CLOSED = 3
@@ -296,16 +299,25 @@ class Link:
             raise CandidateFault("error", "malformed answer from the candidate's process")
         return message
 
-    def call(self, fn, cls, args, kwargs):
+    def send(self, fn, cls, args, kwargs):
+        """Send one call; returns its size in bytes (the answer is read by :meth:`answer`)."""
         try:
-            request = {"fn": fn, "cls": cls, "args": to_wire(list(args)),
-                       "kwargs": to_wire(dict(kwargs)) if kwargs else None}
+            wire_args, wire_kwargs = to_wire(list(args)), to_wire(dict(kwargs)) if kwargs else None
         except NotPlainValue as exc:
             raise TypeError(f"the test passes a non-plain argument to the candidate: {exc}") from None
+        return self.send_wire(fn, cls, wire_args, wire_kwargs)
+
+    def send_wire(self, fn, cls, args, kwargs):
+        """:meth:`send` with arguments already encoded (a ``call`` test's own)."""
+        data = (json.dumps({"fn": fn, "cls": cls, "args": args, "kwargs": kwargs}) + "\n").encode()
         try:
-            _write_all(self.fd, (json.dumps(request) + "\n").encode())
+            _write_all(self.fd, data)
         except OSError:
             os._exit(0)  # the candidate is gone
+        return len(data)
+
+    def answer(self):
+        """The plain value of the oldest unanswered call, or the candidate's error raised here."""
         reply = self.receive()
         if "value" in reply:
             try:
@@ -325,6 +337,10 @@ class Link:
             exc = RuntimeError(f"raised in the candidate's process:\n{text}")
         self.raised[id(exc)] = (exc, kind)
         raise exc
+
+    def call(self, fn, cls, args, kwargs):
+        self.send(fn, cls, args, kwargs)
+        return self.answer()
 
     def kind_of(self, exc):
         """Verdict kind of an exception that ended a test."""
@@ -351,17 +367,52 @@ class Remote:
         return f"<candidate function {self._fn}>"
 
 
-def _judge_test(test, base, link):
-    """Run one judged test in the judge's interpreter; returns the value it reports."""
-    mode = test["mode"]
-    if mode == "call":
-        return link.call(test["fn_name"], test.get("class_name"), from_wire(test["args"]), {})
+class CallQueue:
+    """Keeps the calls of upcoming ``call`` tests in flight, so the candidate answers them
+    back to back instead of one round trip per test.
+
+    Only a run of consecutive ``call`` tests starting at the current one is sent
+    ahead, so the candidate sees its calls in test order, exactly as if they were
+    made one by one; at most :data:`CALLS_AHEAD_BYTES` are unanswered, so a write
+    never blocks (the socket buffer holds them) and neither side can deadlock.
+    """
+
+    def __init__(self, link, tests, entry, last):
+        self.link, self.tests, self.entry, self.last = link, tests, entry, last
+        self.next = 0  # first test whose call is not sent yet
+        self.sizes = collections.deque()  # bytes of each unanswered call, oldest first
+
+    def value(self, i):
+        """The answer to test ``i``'s call (sent now, with the ones after it, if not yet)."""
+        self.next = max(self.next, i)
+        while self.next < self.last and self.tests[self.next]["mode"] == "call" \
+                and (not self.sizes or sum(self.sizes) < CALLS_AHEAD_BYTES):
+            test = self.tests[self.next]
+            self.sizes.append(self.link.send_wire(test.get("fn_name") or self.entry, test.get("class_name"),
+                                                  test["args"], test.get("kwargs")))
+            self.next += 1
+        self.sizes.popleft()
+        return self.link.answer()
+
+
+_COMPILED = {}
+
+
+def _compiled(source, mode):
+    code = _COMPILED.get((source, mode))
+    if code is None:
+        code = _COMPILED[(source, mode)] = compile(source, "<test>", mode)
+    return code
+
+
+def _judge_test(test, base):
+    """Run one eval/exec test in the judge's interpreter; returns the value it reports."""
     ns = dict(base)
     if test.get("setup"):
-        exec(compile(test["setup"], "<test>", "exec"), ns)
-    if mode == "eval":
-        return eval(compile(test["expr"], "<test>", "eval"), ns)
-    exec(compile(test["stmt"], "<test>", "exec"), ns)
+        exec(_compiled(test["setup"], "exec"), ns)
+    if test["mode"] == "eval":
+        return eval(_compiled(test["expr"], "eval"), ns)
+    exec(_compiled(test["stmt"], "exec"), ns)
     return None
 
 
@@ -399,10 +450,11 @@ def judge_main(judged, first, last, chan_fd, report_fd, max_line):
         _emit(report_fd, {"ev": "load_error", "kind": "error", "error": "protocol violation by the program"})
         return
     _emit(report_fd, {"ev": "loaded"})
+    calls = CallQueue(link, spec["tests"], entry, last)
     for i in range(first, last):
         test = spec["tests"][i]
         try:
-            value = _judge_test(test, base, link)
+            value = calls.value(i) if test["mode"] == "call" else _judge_test(test, base)
             record = {"ev": "result", "i": i, "ok": True}
             if test["mode"] != "exec":
                 record["value"] = to_wire(value)
