@@ -16,10 +16,17 @@ import pytest
 from conftest import sandbox_leaks
 from test_sandbox_corpus import (
     ADD,
+    ADD_ASSERT,
+    ADD_LOOP,
     ADD_STDIN,
+    GOOD_ADD,
     HACKS,
+    HACKS_ROUND2,
+    WALKER_CONTROL,
+    always_true_patching_jobs,
     assert_expected_statuses,
     canonical_humaneval_jobs,
+    sleeper,
 )
 from typer.testing import CliRunner
 
@@ -189,9 +196,12 @@ def test_our_jsonl_schema_and_errors(tmp_path):
 # ------------------------------------------------------------------ process backend
 
 
+PROCESS_CFG = SandboxConfig(backend="process", timeout_s=1.5, memory_mb=128, workers=2)
+
+
 @pytest.fixture(scope="module")
 def process_sandbox():
-    with ProcessSandbox(SandboxConfig(backend="process", timeout_s=1.5, memory_mb=128, workers=2)) as sb:
+    with ProcessSandbox(PROCESS_CFG) as sb:
         yield sb
 
 
@@ -232,7 +242,7 @@ def test_process_backend_verdict_kinds(process_sandbox):
     assert [r.candidate_index for r in results] == list(range(len(jobs)))
 
 
-HOST_SAFE_HACKS = [h for h in HACKS if h.host_safe]
+HOST_SAFE_HACKS = [h for h in HACKS + HACKS_ROUND2 if h.host_safe] + [sleeper(ADD_ASSERT, PROCESS_CFG.timeout_s)]
 
 
 @pytest.fixture(scope="module")
@@ -246,9 +256,25 @@ def test_process_backend_contains_hostile_programs(hack_results, hack):
     assert_expected_statuses(hack, hack_results[hack.name])
 
 
+def test_process_backend_judges_every_assert_outside_the_candidate(process_sandbox):
+    """Positive control for the second round: an honest program passes the tests it attacks."""
+    results = process_sandbox.run([(ADD_LOOP, GOOD_ADD), (ADD_ASSERT, GOOD_ADD), (ADD_LOOP, "def add(a, b):\n    return a - b\n")])
+    assert all(results[0].passed) and all(results[1].passed), [r.statuses for r in results]
+    assert results[2].statuses == ["wrong_answer"] * len(ADD_LOOP.tests)
+
+
+def test_process_backend_always_true_and_patching_passes_no_humaneval_test(process_sandbox):
+    results = process_sandbox.run(always_true_patching_jobs())
+    assert len(results) == 164
+    passing = {r.problem_id: r.statuses for r in results if any(r.passed)}
+    assert not passing
+
+
 def test_process_backend_serves_after_hostile_programs(process_sandbox, hack_results):
     results = process_sandbox.run([(ADD, "def add(a, b):\n    return a + b\n")] * 4)
     assert all(all(r.passed) for r in results)
+    (control,) = process_sandbox.run([(ADD_LOOP, WALKER_CONTROL)])  # after the corpus: it plants the needle
+    assert control.verdicts[0].stdout.startswith("FOUND\n"), control.verdicts[0].stdout
 
 
 def test_process_programs_never_see_other_programs_code_or_outputs():
