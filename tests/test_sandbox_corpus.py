@@ -207,15 +207,19 @@ def add(a, b):
 # Written against the judge design (every test statement in a trusted judge process): each
 # member is written so that an honest, isolated harness passes none of its tests.
 
+SECRET2 = random.SystemRandom().randrange(1_000_000, 10_000_000)
+"""ADD_LOOP's arguments in its computed-comparison test; 2 * SECRET2, the expected value, is
+computed by the judge only (and is the output of no program of the hostile batch)."""
+
 ADD_LOOP = CodeProblem(problem_id="add_loop", entry_point="add", prelude="import math\n\ndef twice(x):\n    return 2 * x\n",
                        tests=(
     TestCase(kind="assert", input="for a, b in [(1, 2), (2, 5), (-4, 4)]:\n    assert candidate(a, b) == a + b"),
-    TestCase(kind="assert", input=f"expected = twice({SECRET})\nassert candidate({SECRET}, {SECRET}) == expected"),
+    TestCase(kind="assert", input=f"expected = twice({SECRET2})\nassert candidate({SECRET2}, {SECRET2}) == expected"),
     TestCase(kind="assert", input="assert math.fabs(candidate(0.5, 0.25) - 0.75) < 1e-09 and add(1, 1) == twice(1)"),
     TestCase(kind="assert", input="assert sorted([candidate(3, 1), candidate(1, 1)]) == [2, 4]"),
 ))
 """Assert tests that no plan splits: loops, computed expected values, a helper of the
-problem's prelude, ``math``, ordering. The judge runs them whole; SECRET is in no other problem."""
+problem's prelude, ``math``, ordering. The judge runs them whole."""
 
 _YES = '''
 class Yes(int):
@@ -251,9 +255,11 @@ sys.modules["math"] = fake_math
 
 _WALK_FOR_TESTS = f'''
 import ctypes, gc, sys
-# Text found only in ADD_LOOP's test statements: its expected value and its loop's assert.
-# Each needle is held as two halves, never joined in this program.
-NEEDLES = [("{str(SECRET)[:4]}".encode(), "{str(SECRET)[4:]}".encode()),
+# Text found only in ADD_LOOP's test statements: an expected value the judge computes, and
+# its loop's assert. Each needle is held as two halves, never joined in this program.
+# (Outputs of *other* programs may linger in the freed memory of a worker without
+# isolate_programs, documented; no program of the hostile batch outputs this value.)
+NEEDLES = [("{str(2 * SECRET2)[:4]}".encode(), "{str(2 * SECRET2)[4:]}".encode()),
            ("candidate(a, b) ".encode(), "== a + b".encode())]
 
 def _seen(data):
@@ -399,7 +405,7 @@ def add(a, b):
     return a + b + 1
 '''
 
-WALKER_CONTROL = f"# {SECRET}\n" + _WALK_FOR_TESTS
+WALKER_CONTROL = "# candidate(a, b) == a + b\n" + _WALK_FOR_TESTS
 """Positive control: the same walker, with the needle planted in its own text, must say FOUND."""
 
 HACKS_ROUND2: list[Hack] = [
