@@ -263,6 +263,14 @@ def test_process_backend_judges_every_assert_outside_the_candidate(process_sandb
     assert results[2].statuses == ["wrong_answer"] * len(ADD_LOOP.tests)
 
 
+def test_each_test_keeps_its_own_stdout_with_calls_sent_ahead(process_sandbox):
+    code = "def add(a, b):\n    print('call', a, b)\n    return a + b\n"
+    for result, problem in zip(process_sandbox.run([(ADD_ASSERT, code), (ADD, code)]), (ADD_ASSERT, ADD), strict=True):
+        assert all(result.passed)
+        expected = [f"call {t.input.split('(')[1].split(')')[0].replace(',', '')}\n" for t in ADD_ASSERT.tests]
+        assert [v.stdout for v in result.verdicts] == expected, problem.problem_id
+
+
 def test_process_backend_always_true_and_patching_passes_no_humaneval_test(process_sandbox):
     results = process_sandbox.run(always_true_patching_jobs())
     assert len(results) == 164

@@ -256,6 +256,11 @@ def candidate_main(req, chan_fd):
             reply = {"value": to_wire(value)}
         except BaseException as exc:
             reply = {"error": _error_text(exc), "kind": _error_kind(exc), "type": type(exc).__name__}
+        _flush_streams()
+        try:
+            reply["out"] = os.lseek(1, 0, os.SEEK_CUR)  # stdout so far: each test's excerpt is its own
+        except OSError:
+            pass
         try:
             _emit(chan_fd, reply)
         except (ValueError, OverflowError, RecursionError) as exc:  # unencodable value
@@ -281,6 +286,7 @@ class Link:
         self.max_line = max_line
         self.replies = open(fd, "rb", closefd=False)  # noqa: SIM115
         self.raised = {}  # id(exception rebuilt from the candidate's error) -> its kind
+        self.out = None  # the candidate's stdout size after its latest answer
 
     def receive(self):
         """The candidate's next message; the judge exits quietly when the candidate is gone."""
@@ -319,6 +325,8 @@ class Link:
     def answer(self):
         """The plain value of the oldest unanswered call, or the candidate's error raised here."""
         reply = self.receive()
+        if isinstance(reply.get("out"), int):
+            self.out = reply["out"]
         if "value" in reply:
             try:
                 return from_wire(reply["value"])
@@ -460,6 +468,8 @@ def judge_main(judged, first, last, chan_fd, report_fd, max_line):
                 record["value"] = to_wire(value)
         except BaseException as exc:
             record = {"ev": "result", "i": i, "ok": False, "kind": link.kind_of(exc), "error": _error_text(exc)}
+        if link.out is not None:
+            record["out"] = link.out
         link.raised.clear()
         _emit(report_fd, record)
 
@@ -827,6 +837,8 @@ class Server:
                         loaded, clock = True, now
                     elif ev == "result" and rec.get("i") == current and loaded:
                         out_to = self._size(stdout_path)
+                        if type(rec.get("out")) is int:  # calls run ahead: the output up to this answer
+                            out_to = min(max(rec["out"], out_from), out_to)
                         raw.append((current, "ok", now - clock, out_from, out_to, "", rec))
                         current, clock, out_from = current + 1, now, out_to
                     else:  # out of order or forged: stop trusting this child
