@@ -195,10 +195,11 @@ def _is_abs_call(node: ast.expr) -> bool:
 
 
 def _split_assert(test: ast.expr) -> tuple[ast.expr, Callable[[Any], bool]] | None:
-    """(expression to evaluate in the sandbox, host-side predicate on its value) or None.
+    """(expression for the judge to evaluate, host-side predicate on its value) or None.
 
     The expression must not compare anything itself (no ``==``/``and``/... inside):
-    a comparison inside the candidate's process could be faked by a custom ``__eq__``.
+    such a statement is run whole by the judge instead (its constants are then
+    expected values, which a split would carry into the sandbox anyway).
     """
     split = _split_assert_parts(test)
     if split is None:
