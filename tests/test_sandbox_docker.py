@@ -22,12 +22,19 @@ import pytest
 from conftest import sandbox_leaks
 from test_sandbox_corpus import (
     ADD,
+    ADD_ASSERT,
+    ADD_LOOP,
     ADD_STDIN,
     GOOD_ADD,
     HACKS,
+    HACKS_ROUND2,
+    WALKER_CONTROL,
     Hack,
+    always_true_patching_jobs,
     assert_expected_statuses,
     canonical_humaneval_jobs,
+    next_program_jobs,
+    sleeper,
 )
 
 from components.config import SandboxConfig
@@ -37,6 +44,7 @@ from components.sandbox.docker_backend import OWNER_LABEL, SERVER_HEADROOM_MB, d
 pytestmark = pytest.mark.docker
 REPO = Path(__file__).resolve().parents[1]
 HOSTILE_CFG = SandboxConfig(backend="docker", timeout_s=1.5, memory_mb=128, workers=2)
+ALL_HACKS = HACKS + HACKS_ROUND2 + [sleeper(ADD, HOSTILE_CFG.timeout_s), sleeper(ADD_ASSERT, HOSTILE_CFG.timeout_s)]
 
 
 @pytest.fixture(scope="module")
@@ -168,11 +176,11 @@ def hostile_results(hostile_sandbox):
     hostile_sandbox.warm_up()
     before = set(hostile_sandbox.containers())
     assert len(before) == HOSTILE_CFG.workers
-    results = hostile_sandbox.run([(h.problem, h.code) for h in HACKS])
-    return dict(zip((h.name for h in HACKS), results, strict=True)), before
+    results = hostile_sandbox.run([(h.problem, h.code) for h in ALL_HACKS])
+    return dict(zip((h.name for h in ALL_HACKS), results, strict=True)), before
 
 
-@pytest.mark.parametrize("hack", HACKS, ids=lambda h: h.name)
+@pytest.mark.parametrize("hack", ALL_HACKS, ids=lambda h: h.name)
 def test_hostile_program_is_contained_and_recorded(hostile_results, hack: Hack):
     results, _ = hostile_results
     assert_expected_statuses(hack, results[hack.name])
@@ -184,11 +192,43 @@ def test_sandbox_serves_normally_after_the_hostile_batch(hostile_sandbox, hostil
     assert all(all(r.passed) for r in results)
     # PID 1 survived kill -9 -1, fork bombs and OOM: the same containers still serve.
     assert set(hostile_sandbox.containers()) == before
+    _assert_only_runners_left(before)
+
+
+def _assert_only_runners_left(container_ids) -> None:
     client = docker_client()
-    for container_id in before:
+    for container_id in container_ids:
         top = client.api.top(container_id, ps_args="-o pid,comm")["Processes"]
         # the runner and its idle handler (waiting for the next frame): no program process left
         assert len(top) <= 2 and all(comm == "python3" for _, comm in top), top
+
+
+def test_every_assert_is_judged_outside_the_candidate(sandbox):
+    """Positive controls for the second round: honest programs pass what it attacks; the
+    memory walker does find its needle when it is really there."""
+    results = sandbox.run([(ADD_LOOP, GOOD_ADD), (ADD_ASSERT, GOOD_ADD), (ADD_LOOP, "def add(a, b):\n    return a - b\n"),
+                           (ADD_LOOP, WALKER_CONTROL)])
+    assert all(results[0].passed) and all(results[1].passed), [r.statuses for r in results]
+    assert results[2].statuses == ["wrong_answer"] * len(ADD_LOOP.tests)
+    assert results[3].verdicts[0].stdout.startswith("FOUND\n"), results[3].verdicts[0].stdout
+
+
+def test_always_true_object_and_patching_passes_no_humaneval_test(sandbox):
+    results = sandbox.run(always_true_patching_jobs())
+    assert len(results) == 164
+    passing = {r.problem_id: r.statuses for r in results if any(r.passed)}
+    assert not passing
+    assert sum(len(r.passed) for r in results) == sum(len(p.tests) for p, _ in canonical_humaneval_jobs())
+
+
+def test_daemons_and_files_cannot_alter_the_next_program():
+    traps, after, honest = next_program_jobs()
+    with DockerSandbox(SandboxConfig(backend="docker", workers=1, timeout_s=1.5)) as sb:
+        results = sb.run([(h.problem, h.code) for h in (traps, after, honest)])
+        for hack, result in zip((traps, after, honest), results, strict=True):
+            assert_expected_statuses(hack, result)
+        assert results[1].verdicts[0].stdout.startswith("NOT-FOUND"), results[1].verdicts[0].stdout
+        _assert_only_runners_left(sb.containers())
 
 
 def test_container_hardening(hostile_sandbox, tmp_path, monkeypatch):

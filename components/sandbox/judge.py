@@ -1,17 +1,20 @@
-"""The trusted half of the harness: what is sent into the sandbox, and how it is judged.
+"""The host's half of the harness: what is sent into the sandbox, and how it is judged.
 
-The sandbox (:mod:`components.sandbox.runner`) only *executes*: it reports the
-value each test produced (or the program's stdout). Every comparison with an
-expected output happens here, on the host, on plain decoded values. Expected
-outputs are never sent into the sandbox, with one documented exception:
-``assert`` tests whose statement does not fit a pattern below run as a whole
-inside the candidate's process (see docs/sandbox.md, threat model).
+No test statement ever runs in the candidate's process. In the sandbox
+(:mod:`components.sandbox.runner`) a trusted *judge* process runs every test
+statement (setup, loops, the problem's helpers) and calls the candidate's
+functions across a channel, as plain wire values; the candidate's process only
+answers calls. What each test reports is judged here:
 
-Assert tests (HumanEval) are *planned*: ``assert <expr> == <literal>`` (either
-order), ``assert <expr> is True|False|None``, ``assert <expr> != <literal>``,
-``assert abs(<expr> - <literal>) < <tol>`` (``<=``, ``math.fabs``),
-``assert <expr>`` and ``assert not <expr>`` send only ``<expr>`` into the
-sandbox and apply the comparison here.
+* ``stdin``: the program's stdout, compared here (:func:`stdout_matches`);
+* ``functional``: the call's return value, compared here with JSON ``expected``;
+* ``assert``: *planned* when the statement is ``assert <expr> == <literal>``
+  (either order), ``is True|False|None``, ``!= <literal>``, ``abs(<expr> -
+  <literal>) < <tol>`` (``<=``, ``math.fabs``), ``assert <expr>`` or ``assert not
+  <expr>``: the judge evaluates only ``<expr>`` and the comparison is applied
+  here, so the expected value never enters the sandbox. Any other statement
+  (loops, comparisons with computed values) runs whole in the judge, which
+  reports whether it raised.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from components.sandbox.problem import CodeProblem, TestCase, TestVerdict, Verdict
-from components.sandbox.runner import from_wire, to_wire
+from components.sandbox.runner import NotPlainValue, from_wire, to_wire
 
 FLOAT_TOLERANCE = 1e-6
 """stdin tests: numeric tokens match when equal as decimals or within this (abs or rel)."""
@@ -46,7 +49,8 @@ Judge = Callable[[dict[str, Any]], bool]
 @dataclass(frozen=True)
 class PlannedTest:
     spec: dict[str, Any]
-    """What the sandbox receives for this test (never the expected output)."""
+    """What the sandbox receives for this test: ``stdin`` specs go to the candidate's
+    process, every other spec only to the judge process (see runner.py)."""
     judge: Judge
     """Decides pass/fail from the sandbox's result entry."""
 
@@ -191,10 +195,11 @@ def _is_abs_call(node: ast.expr) -> bool:
 
 
 def _split_assert(test: ast.expr) -> tuple[ast.expr, Callable[[Any], bool]] | None:
-    """(expression to evaluate in the sandbox, host-side predicate on its value) or None.
+    """(expression for the judge to evaluate, host-side predicate on its value) or None.
 
     The expression must not compare anything itself (no ``==``/``and``/... inside):
-    a comparison inside the candidate's process could be faked by a custom ``__eq__``.
+    such a statement is run whole by the judge instead (its constants are then
+    expected values, which a split would carry into the sandbox anyway).
     """
     split = _split_assert_parts(test)
     if split is None:
@@ -241,6 +246,44 @@ def _split_assert_parts(test: ast.expr) -> tuple[ast.expr, Callable[[Any], bool]
     return None
 
 
+def _binds_candidate(node: ast.AST) -> bool:
+    if isinstance(node, ast.Name):
+        return node.id == "candidate" and not isinstance(node.ctx, ast.Load)
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        return node.name == "candidate"
+    if isinstance(node, ast.alias):
+        return (node.asname or node.name) == "candidate"
+    return False
+
+
+def _direct_call(expr: ast.expr, setup: list[ast.stmt]) -> dict[str, Any] | None:
+    """``candidate(<constants>)`` as a ``call`` spec (the entry point's), else None.
+
+    Its value is the same whatever the setup did (constant arguments; the setup
+    cannot rebind ``candidate``, checked), so the judge can send it ahead.
+    """
+    if not (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name) and expr.func.id == "candidate"):
+        return None
+    if any(_binds_candidate(node) for stmt in setup for node in ast.walk(stmt)):
+        return None  # the setup rebinds `candidate`: leave it to the judge's interpreter
+    args, kwargs = [], {}
+    for node in expr.args:
+        ok, value = (False, None) if isinstance(node, ast.Starred) else _literal(node)
+        if not ok:
+            return None
+        args.append(value)
+    for keyword in expr.keywords:
+        ok, value = (False, None) if keyword.arg is None else _literal(keyword.value)
+        if not ok:
+            return None
+        kwargs[keyword.arg] = value
+    try:
+        return {"mode": "call", "fn_name": None, "class_name": None, "args": to_wire(args),
+                "kwargs": to_wire(kwargs) if kwargs else None}
+    except NotPlainValue:
+        return None
+
+
 def _plan_assert(test: TestCase) -> PlannedTest:
     try:
         body = ast.parse(test.input).body
@@ -251,7 +294,7 @@ def _plan_assert(test: TestCase) -> PlannedTest:
     setup = ast.unparse(body[:-1]) if len(body) > 1 else ""
     last = body[-1]
     split = _split_assert(last.test) if isinstance(last, ast.Assert) else None
-    if split is None:  # evaluated whole, inside the sandbox (documented residual risk)
+    if split is None:  # run whole by the judge process (never by the candidate's)
         spec = {"mode": "exec", "setup": setup, "stmt": ast.unparse(last)}
         return PlannedTest(spec, lambda entry: True)
     expr, predicate = split
@@ -260,7 +303,8 @@ def _plan_assert(test: TestCase) -> PlannedTest:
         ok, value = _decoded(entry)
         return ok and _safe_compare(lambda: predicate(value))
 
-    return PlannedTest({"mode": "eval", "setup": setup, "expr": ast.unparse(expr)}, judge)
+    spec = _direct_call(expr, body[:-1]) or {"mode": "eval", "setup": setup, "expr": ast.unparse(expr)}
+    return PlannedTest(spec, judge)
 
 
 def plan_test(test: TestCase) -> PlannedTest:
@@ -279,18 +323,47 @@ def plan_problem(problem: CodeProblem) -> list[PlannedTest]:
 # ------------------------------------------------------------ requests and verdicts
 
 
+@dataclass(frozen=True)
+class ProgramRequest:
+    """One program as the runner receives it: a public part and a judged part.
+
+    ``public`` is all a candidate's process may hold (its code, limits, stdin
+    inputs); ``judged`` (the problem's prelude and every non-stdin test spec)
+    reaches only the judge process.
+    """
+
+    public: dict[str, Any]
+    judged: dict[str, Any]
+
+    @property
+    def n_tests(self) -> int:
+        return len(self.public["tests"])
+
+    def frame(self, request_id: int) -> bytes:
+        """``<n1> <n2>\\n`` + public JSON + judged JSON (empty when no test is judged)."""
+        public = json.dumps({"id": request_id, **self.public}).encode()
+        judged = json.dumps(self.judged).encode() if any(self.judged["tests"]) else b""
+        return b"%d %d\n" % (len(public), len(judged)) + public + judged
+
+
 def build_program(problem: CodeProblem, code: str, planned: list[PlannedTest], *,
-                  time_limit_s: float, memory_mb: int, output_limit: int) -> dict[str, Any]:
-    """What the runner receives for one candidate program (an entry of a request's ``programs``)."""
+                  time_limit_s: float, memory_mb: int, output_limit: int) -> ProgramRequest:
+    """What the runner receives for one candidate program."""
     program = f"{problem.prelude}\n{code}" if problem.prelude else code
-    return {
+    stdin = [p.spec["mode"] == "stdin" for p in planned]
+    public = {
         "program": program,
-        "entry_point": problem.entry_point,
         "time_limit_s": min(problem.time_limit_s, time_limit_s),
         "memory_mb": min(problem.memory_limit_mb, memory_mb),
         "output_limit": output_limit,
-        "tests": [p.spec for p in planned],
+        "tests": [p.spec if is_stdin else {"mode": "judged"} for p, is_stdin in zip(planned, stdin, strict=True)],
     }
+    judged = {
+        "prelude": problem.prelude,
+        "entry_point": problem.entry_point,
+        "tests": [None if is_stdin else p.spec for p, is_stdin in zip(planned, stdin, strict=True)],
+    }
+    return ProgramRequest(public, judged)
 
 
 def verdict_of(entry: Any, planned: PlannedTest) -> TestVerdict:

@@ -91,12 +91,18 @@ def split_check(test_src: str, check_name: str = "check") -> list[str]:
     return tests
 
 
-def _imports_of(prompt: str) -> str:
+def problem_text(prompt: str, entry_point: str) -> str:
+    """The prompt's trusted definitions: every top-level statement but the entry point's stub.
+
+    Its imports and helpers (``poly``, ``encode_cyclic``, ...): the judge runs them
+    before the tests (the tests call them), the candidate's process before its code.
+    """
     try:
         body = ast.parse(prompt).body
-    except SyntaxError:
-        return ""
-    return "\n".join(ast.unparse(s) for s in body if isinstance(s, ast.Import | ast.ImportFrom))
+    except SyntaxError as exc:
+        raise ProblemFormatError(f"prompt is not valid Python: {exc}") from None
+    keep = [s for s in body if not (isinstance(s, ast.FunctionDef | ast.AsyncFunctionDef) and s.name == entry_point)]
+    return ast.unparse(ast.Module(body=keep, type_ignores=[]))
 
 
 def humaneval_problem(record: dict[str, Any], max_tests: int = 16) -> CodeProblem:
@@ -104,7 +110,7 @@ def humaneval_problem(record: dict[str, Any], max_tests: int = 16) -> CodeProble
     tests = [TestCase(kind="assert", input=src) for src in split_check(record["test"])]
     return CodeProblem(
         problem_id=record["task_id"], prompt=record["prompt"], entry_point=record["entry_point"],
-        prelude=_imports_of(record["prompt"]),
+        prelude=problem_text(record["prompt"], record["entry_point"]),
         tests=select_tests(tests, max_tests, record["task_id"]),
     )
 

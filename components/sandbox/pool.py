@@ -24,7 +24,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from components.config import SandboxConfig
-from components.sandbox.judge import PlannedTest, build_program, plan_problem, verdicts_of_program
+from components.sandbox.judge import (
+    PlannedTest,
+    ProgramRequest,
+    build_program,
+    plan_problem,
+    verdicts_of_program,
+)
 from components.sandbox.problem import CodeProblem, ExecutionResult, TestVerdict, Verdict
 
 log = logging.getLogger(__name__)
@@ -71,11 +77,11 @@ class Worker(ABC):
             raise WorkerDied(f"runner did not start: {ready!r}")
         return ready
 
-    def run_programs(self, programs: list[dict[str, Any]], timeout_s: float) -> list[dict[str, Any]]:
+    def run_programs(self, programs: list[ProgramRequest], timeout_s: float) -> list[dict[str, Any]]:
         """Send the programs as frames, at most PIPELINE_DEPTH unanswered; their responses, in order.
 
-        Each frame is ``<byte count>\\n<JSON>`` (the runner reads exactly one per
-        handler). A writer thread feeds stdin while we read stdout, so large
+        Each frame is one program (:meth:`ProgramRequest.frame`; the runner reads
+        exactly one per handler). A writer thread feeds stdin while we read stdout, so large
         requests and large answers cannot deadlock on full pipes. The small
         window keeps the runner busy without a round trip between programs, yet
         leaves at most one unread frame behind if this process dies, so the
@@ -83,10 +89,7 @@ class Worker(ABC):
         """
         first_id = self._next_id
         self._next_id += len(programs)
-        frames = []
-        for offset, program in enumerate(programs):
-            body = json.dumps({"id": first_id + offset, **program}).encode()
-            frames.append(b"%d\n" % len(body) + body)
+        frames = [program.frame(first_id + offset) for offset, program in enumerate(programs)]
         window = threading.Semaphore(PIPELINE_DEPTH)
         stop = threading.Event()
         failures: list[BaseException] = []
@@ -331,7 +334,7 @@ class PooledSandbox(ABC):
         programs = [build_program(problem, code, planned, time_limit_s=self.cfg.timeout_s,
                                   memory_mb=self.cfg.memory_mb, output_limit=self.cfg.output_limit_bytes)
                     for problem, code, planned in batch]
-        budget = sum((len(p["tests"]) + 1) * (p["time_limit_s"] + 1.0) for p in programs) + RESPONSE_SLACK_S
+        budget = sum((p.n_tests + 1) * (p.public["time_limit_s"] + 1.0) for p in programs) + RESPONSE_SLACK_S
         attempts = 1 if len(batch) > 1 else 2
         last_error = ""
         for attempt in range(attempts):

@@ -36,9 +36,11 @@ class TestCase(BaseModel):
       * ``functional``: call ``fn_name`` (a top-level function, or a method of
         ``class Solution`` when ``class_name`` is set) with the JSON list of
         arguments in ``input``; compare the return value with JSON ``expected``.
-      * ``assert``: execute the Python statement ``input`` (e.g.
-        ``assert candidate(1) == 2``) after the program, with ``entry_point``
-        bound to ``candidate``; passes when it raises nothing.
+      * ``assert``: the Python statement(s) ``input`` (e.g. ``assert
+        candidate(1) == 2``), run by the trusted judge process with the
+        problem's ``prelude``; ``candidate`` (and the entry point's name) calls
+        the candidate's ``entry_point`` across the sandbox as plain values;
+        passes when it raises nothing.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -62,7 +64,9 @@ class CodeProblem(BaseModel):
     entry_point: str | None = None
     """Function bound to ``candidate`` for ``assert`` tests (HumanEval)."""
     prelude: str = ""
-    """Code run before the candidate (HumanEval's imports); never candidate-controlled."""
+    """Trusted code of the problem (imports, helpers the tests call; HumanEval: the prompt
+    minus the entry point's stub): run before the candidate's code in its process, and by
+    the judge before the tests. Never candidate-controlled."""
     time_limit_s: float = Field(6.0, gt=0)
     memory_limit_mb: int = Field(512, ge=32)
 
