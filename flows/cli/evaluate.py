@@ -159,9 +159,16 @@ def fetch_runs(experiment: str, tracking_uri: str):
         raise typer.Exit(1)
     runs = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'",
                               max_results=5000)
+    # A pipeline's evaluation can sit on its parent run (headline copy) and on its evaluate stage:
+    # one record per pipeline (vpo.run_name), the parent when it has the metrics.
+    evaluated = sorted((r for r in runs if "eval/best_at_1" in r.data.metrics),
+                       key=lambda r: r.data.tags.get("vpo.kind") != "pipeline")
+    by_pipeline = {}
+    for r in evaluated:
+        by_pipeline.setdefault(r.data.tags.get("vpo.run_name", r.info.run_id), r)
     return [RunRecord(run_id=r.info.run_id, params=dict(r.data.params),
                       metrics={**r.data.metrics, **_training_metrics(client, exp.experiment_id, r)},
-                      name=r.info.run_name or "") for r in runs]
+                      name=r.info.run_name or "") for r in by_pipeline.values()]
 
 
 def _training_metrics(client, exp_id: str, run) -> dict[str, float]:
